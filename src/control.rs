@@ -1,0 +1,198 @@
+//! The sidecar's own long-lived connection to the cluster, used to refresh metadata.
+//!
+//! It refreshes periodically and whenever a session asks, so the broker map and controller id are
+//! always known. A broker may close the connection while it idles (`connections.max.idle.ms`):
+//! the next refresh then reconnects and retries once before it counts as a failure. Failures back
+//! off instead of retrying in a loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, MetadataRequest, RequestHeader};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use crate::rewrite::{self, Endpoint};
+use crate::server::Context;
+use crate::telemetry;
+use crate::upstream::{self, ConnectError};
+use crate::wire::{self, DecodeError, FrameCodec, FrameError, Reader};
+
+/// The Metadata version the control connection asks for, at most.
+const MAX_METADATA_VERSION: i16 = 12;
+/// Metadata v1 is the first with a controller id and an empty-topics form.
+const MIN_METADATA_VERSION: i16 = 1;
+const CLIENT_ID: &str = "kafka-sidecar";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("control connection: {0}")]
+    Frame(#[from] FrameError),
+    #[error("control connection closed by the broker")]
+    Closed,
+    #[error("unexpected response: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("{0}")]
+    Rewrite(#[from] rewrite::RewriteError),
+    #[error("broker supports no Metadata version between {MIN_METADATA_VERSION} and {MAX_METADATA_VERSION}")]
+    NoMetadataVersion,
+    #[error("cannot encode request: {0}")]
+    Encode(String),
+}
+
+/// Refreshes metadata until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    let mut connection: Option<ControlConnection> = None;
+    let mut failures = 0u32;
+    loop {
+        match refresh(&ctx, &mut connection).await {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!("metadata refresh recovered");
+                }
+                failures = 0;
+                telemetry::metadata_refresh("ok");
+            }
+            Err(error) => {
+                connection = None;
+                if failures == 0 {
+                    tracing::warn!(%error, "metadata refresh failed");
+                } else {
+                    tracing::debug!(%error, failures, "metadata refresh failed again");
+                }
+                failures += 1;
+                telemetry::metadata_refresh("error");
+            }
+        }
+        let wait = if failures == 0 {
+            ctx.config.metadata_refresh
+        } else {
+            (Duration::from_millis(250) * 2u32.pow(failures.min(6))).min(ctx.config.metadata_refresh)
+        };
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+            _ = ctx.topology.refresh_requested() => {
+                // Many sessions may ask at once: let their requests coalesce.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn refresh(ctx: &Arc<Context>, connection: &mut Option<ControlConnection>) -> Result<(), ControlError> {
+    let reused = connection.is_some();
+    if !reused {
+        *connection = Some(ControlConnection::open(ctx).await?);
+    }
+    let conn = connection.as_mut().expect("connection just set");
+    let result = match conn.fetch_metadata(ctx).await {
+        Err(error) if reused => {
+            tracing::debug!(%error, "control connection went stale; reconnecting");
+            *connection = Some(ControlConnection::open(ctx).await?);
+            connection.as_mut().expect("connection just set").fetch_metadata(ctx).await
+        }
+        other => other,
+    };
+    let (brokers, controller_id) = result?;
+    ctx.topology.learn(&brokers, controller_id);
+    ctx.topology.metadata_received();
+    for broker in &brokers {
+        crate::listener::ensure_broker_listener(ctx, broker.node_id);
+    }
+    Ok(())
+}
+
+struct ControlConnection {
+    framed: Framed<TcpStream, FrameCodec>,
+    metadata_version: i16,
+    next_correlation_id: i32,
+}
+
+impl ControlConnection {
+    async fn open(ctx: &Context) -> Result<Self, ControlError> {
+        let mut addresses = ctx.config.bootstrap_servers.clone();
+        addresses.extend(ctx.topology.addresses());
+        let (stream, addr) = upstream::connect_any(&addresses, &ctx.config.upstream, &ctx.config.sockets).await?;
+        tracing::debug!(%addr, "control connection open");
+        let framed = Framed::new(stream, FrameCodec::responses(ctx.config.max_frame_bytes));
+        let mut conn = ControlConnection { framed, metadata_version: MIN_METADATA_VERSION, next_correlation_id: 0 };
+        let response = conn.round_trip(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default()).await?;
+        let broker_max = metadata_max_version(&response[8..])?;
+        if broker_max < MIN_METADATA_VERSION {
+            return Err(ControlError::NoMetadataVersion);
+        }
+        conn.metadata_version = broker_max.min(MAX_METADATA_VERSION);
+        Ok(conn)
+    }
+
+    async fn fetch_metadata(&mut self, ctx: &Context) -> Result<(Vec<Endpoint>, Option<i32>), ControlError> {
+        let request = MetadataRequest::default().with_topics(Some(Vec::new()));
+        let version = self.metadata_version;
+        let frame = self.round_trip(ApiKey::Metadata, version, &request).await?;
+        let rewritten = rewrite::response(ApiKey::Metadata as i16, version, &frame, &ctx.config.advertised)?
+            .expect("metadata responses are walked");
+        Ok((rewritten.brokers, rewritten.controller_id))
+    }
+
+    async fn round_trip(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        body: &impl Encodable,
+    ) -> Result<Bytes, ControlError> {
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let correlation_id = self.next_correlation_id;
+        let frame = encode_request(api_key, version, correlation_id, body)?;
+        self.framed.send(frame).await?;
+        loop {
+            let frame = self.framed.next().await.ok_or(ControlError::Closed)??;
+            if wire::response_correlation_id(&frame)? == correlation_id {
+                return Ok(frame);
+            }
+        }
+    }
+}
+
+/// Encodes a whole request frame (length prefix included).
+pub fn encode_request(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &impl Encodable,
+) -> Result<Bytes, ControlError> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    let encode = |buf: &mut BytesMut| -> anyhow::Result<()> {
+        header.encode(buf, api_key.request_header_version(version))?;
+        body.encode(buf, version)
+    };
+    encode(&mut buf).map_err(|e| ControlError::Encode(e.to_string()))?;
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// The broker's highest Metadata version, from an ApiVersions v0 response body.
+fn metadata_max_version(body: &[u8]) -> Result<i16, DecodeError> {
+    let mut reader = Reader::new(body);
+    reader.i16()?; // error_code
+    let count = reader.array_len(false)?;
+    for _ in 0..count {
+        let (api_key, _min, max) = (reader.i16()?, reader.i16()?, reader.i16()?);
+        if api_key == ApiKey::Metadata as i16 {
+            return Ok(max);
+        }
+    }
+    Err(DecodeError::Invalid("broker does not list Metadata in ApiVersions"))
+}

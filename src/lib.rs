@@ -1,0 +1,25 @@
+//! kafka-sidecar: a protocol-aware Kafka proxy that runs beside an application.
+//!
+//! Layout, one concern per module:
+//! - `config`: every option (flags, environment, TOML file), validated into one [`config::Config`].
+//! - `wire`: framing, header peeks and a bounds-checked cursor; pure, never awaits.
+//! - `rewrite`: the few responses that carry broker addresses or versions, rewritten in place.
+//! - `topology`: node id → broker address, controller id.
+//! - `upstream`: connecting to brokers and the socket options of every socket.
+//! - `listener`: the bootstrap listener and one listener per broker node id.
+//! - `session`: one client connection end to end, responses in request order.
+//! - `control`: the sidecar's own connection for metadata refresh.
+//! - `telemetry`: metric names and the Prometheus recorder; `admin_http`: /metrics, /healthz, /readyz.
+//! - `server`: start-up, shared context and graceful shutdown.
+
+pub mod admin_http;
+pub mod config;
+pub mod control;
+pub mod listener;
+pub mod rewrite;
+pub mod server;
+pub mod session;
+pub mod telemetry;
+pub mod topology;
+pub mod upstream;
+pub mod wire;

@@ -1,0 +1,62 @@
+//! Entry point: parse and validate options, set up logging and metrics, run until a signal.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kafka_sidecar::config::{Config, LogFormat, Settings};
+use kafka_sidecar::{server, telemetry};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for invalid configuration (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let config = match Settings::parse().with_file().and_then(Config::from_settings) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("kafka-sidecar: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(&config);
+    let metrics = match telemetry::install() {
+        Ok(handle) => handle,
+        Err(error) => {
+            eprintln!("kafka-sidecar: cannot install metrics recorder: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kafka-sidecar: cannot start runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(config, metrics, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "kafka-sidecar failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

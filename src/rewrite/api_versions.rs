@@ -1,0 +1,76 @@
+//! ApiVersions responses: each API's version range is cut to what the sidecar can serve.
+//!
+//! For the APIs whose responses the sidecar rewrites, the range offered to the client is the
+//! intersection of the broker's and the sidecar's; Produce, Fetch and DescribeQuorum are capped
+//! below the versions whose responses would carry broker endpoints the sidecar does not rewrite.
+//! A broker answers an ApiVersions version it does not know with UNSUPPORTED_VERSION in the v0
+//! layout, so such a reply is walked as v0 whatever was asked.
+
+use bytes::BytesMut;
+use kafka_protocol::messages::ApiKey;
+
+use super::{RewriteError, Walk, read};
+use crate::wire::Writer;
+
+const FIRST_FLEXIBLE: i16 = 3;
+const UNSUPPORTED_VERSION: i16 = 35;
+
+/// The highest version of `api_key` the sidecar can carry, where it has a limit.
+pub fn clamp_limit(api_key: i16) -> Option<i16> {
+    let limit = match ApiKey::try_from(api_key).ok()? {
+        ApiKey::ApiVersions => 4,
+        ApiKey::Metadata => 13,
+        ApiKey::FindCoordinator => 6,
+        ApiKey::DescribeCluster => 2,
+        // KIP-951: Produce v10+ and Fetch v16+ responses may carry `node_endpoints`.
+        ApiKey::Produce => 9,
+        ApiKey::Fetch => 15,
+        // DescribeQuorum v2+ lists the controllers' listeners.
+        ApiKey::DescribeQuorum => 1,
+        _ => return None,
+    };
+    Some(limit)
+}
+
+pub(super) fn rewrite(w: &mut Walk<'_>) -> Result<(), RewriteError> {
+    let error_code = read!(w, i16);
+    if error_code == UNSUPPORTED_VERSION {
+        w.version = 0;
+    }
+    let flexible = w.version >= FIRST_FLEXIBLE;
+    let count_start = w.reader.position();
+    let count = read!(w, array_len, flexible);
+    let count_end = w.reader.position();
+    let mut kept = count;
+    let mut entry_splices = Vec::new();
+    for _ in 0..count {
+        let entry_start = w.reader.position();
+        let api_key = read!(w, i16);
+        let min_version = read!(w, i16);
+        let max_at = w.reader.position();
+        let max_version = read!(w, i16);
+        if flexible {
+            read!(w, skip_tagged_fields);
+        }
+        let Some(limit) = clamp_limit(api_key).filter(|limit| max_version > *limit) else {
+            continue;
+        };
+        if min_version > limit {
+            entry_splices.push((entry_start..w.reader.position(), BytesMut::new()));
+            kept -= 1;
+        } else {
+            let mut writer = Writer::with_capacity(2);
+            writer.i16(limit);
+            entry_splices.push((max_at..max_at + 2, writer.into_inner()));
+        }
+    }
+    if kept != count {
+        let mut writer = Writer::with_capacity(5);
+        writer.array_len(kept, flexible);
+        w.splice(count_start..count_end, writer.into_inner());
+    }
+    for (range, bytes) in entry_splices {
+        w.splice(range, bytes);
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! The running sidecar: shared context, start-up and graceful shutdown.
+//!
+//! `run` binds the bootstrap and admin listeners (failing fast with the address that could not be
+//! bound), starts the control loop, and on shutdown reports not-ready, stops accepting, lets every
+//! session drain its in-flight requests and waits for them up to the drain deadline.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::listener::{BrokerListeners, Target};
+use crate::topology::Topology;
+use crate::{admin_http, control, listener};
+
+/// State shared by every task of the sidecar.
+#[derive(Debug)]
+pub struct Context {
+    pub config: Config,
+    pub topology: Topology,
+    pub broker_listeners: BrokerListeners,
+    /// Cancelled when the sidecar starts shutting down: listeners stop accepting, sessions stop
+    /// reading new requests.
+    pub shutdown: CancellationToken,
+    /// Every session task, so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    draining: AtomicBool,
+}
+
+impl Context {
+    pub fn new(config: Config) -> Self {
+        Context {
+            config,
+            topology: Topology::default(),
+            broker_listeners: BrokerListeners::default(),
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Ready once metadata has been fetched, until shutdown begins.
+    pub fn is_ready(&self) -> bool {
+        self.topology.has_metadata() && !self.draining.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot bind the {what} listener on {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+}
+
+/// Runs the sidecar until `shutdown` resolves, then drains.
+pub async fn run(
+    config: Config,
+    metrics: PrometheusHandle,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let bootstrap_addr = SocketAddr::new(config.listen_host, config.bootstrap_port);
+    let bootstrap = TcpListener::bind(bootstrap_addr).await.map_err(|source| ServerError::Bind {
+        what: "bootstrap",
+        addr: bootstrap_addr,
+        source,
+    })?;
+    let admin_addr = config.admin_listen;
+    let admin = TcpListener::bind(admin_addr).await.map_err(|source| ServerError::Bind {
+        what: "admin",
+        addr: admin_addr,
+        source,
+    })?;
+
+    let ctx = Arc::new(Context::new(config));
+    tracing::info!(
+        bootstrap = %bootstrap_addr,
+        admin = %admin_addr,
+        brokers = ?ctx.config.bootstrap_servers,
+        broker_port_base = ctx.config.advertised.port_base,
+        "kafka-sidecar listening"
+    );
+    tokio::spawn(admin_http::serve(admin, ctx.clone(), metrics));
+    let control = tokio::spawn(control::run(ctx.clone()));
+    tokio::spawn(listener::accept_loop(ctx.clone(), bootstrap, Target::Bootstrap));
+
+    shutdown.await;
+    tracing::info!(drain_timeout = ?ctx.config.drain_timeout, "shutting down: draining client connections");
+    ctx.draining.store(true, Ordering::Relaxed);
+    ctx.shutdown.cancel();
+    ctx.sessions.close();
+    if tokio::time::timeout(ctx.config.drain_timeout, ctx.sessions.wait()).await.is_err() {
+        tracing::warn!(remaining = ctx.sessions.len(), "drain deadline passed; closing remaining connections");
+    }
+    control.abort();
+    tracing::info!("kafka-sidecar stopped");
+    Ok(())
+}

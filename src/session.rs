@@ -1,0 +1,250 @@
+//! One client connection, end to end.
+//!
+//! Two halves run side by side. `forward_requests` reads client frames, peeks each header, records
+//! an in-flight entry for every request that will be answered and forwards the frame unchanged.
+//! `return_responses` reads broker frames in order, pairs each with its in-flight entry by
+//! correlation id, rewrites the few responses that carry addresses or versions, and writes them to
+//! the client in request order. On shutdown the request half stops reading and the response half
+//! delivers what is still in flight.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use kafka_protocol::messages::ApiKey;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::listener::{Target, ensure_broker_listener};
+use crate::rewrite::{self, RewriteError};
+use crate::server::Context;
+use crate::telemetry::{self, DisconnectCause};
+use crate::upstream::{self, ConnectError};
+use crate::wire::{FrameCodec, FrameError, peek_request_header, response_correlation_id};
+
+type FrameReader = FramedRead<OwnedReadHalf, FrameCodec>;
+type FrameWriter = FramedWrite<OwnedWriteHalf, FrameCodec>;
+
+/// A request sent upstream whose response has not come back yet.
+#[derive(Debug)]
+struct InFlight {
+    api_key: i16,
+    api_version: i16,
+    correlation_id: i32,
+    #[allow(dead_code)] // read by latency metrics
+    received: Instant,
+}
+
+/// Serves one accepted client until either side closes or the sidecar shuts down.
+pub async fn serve(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, target: Target) {
+    telemetry::client_connected();
+    tracing::debug!(%peer, ?target, "client connected");
+    let cause = match connect_upstream(&ctx, target).await {
+        Ok((upstream, broker)) => {
+            tracing::debug!(%peer, %broker, "upstream connected");
+            proxy(&ctx, client, upstream, peer).await
+        }
+        Err(error) => {
+            tracing::warn!(%peer, ?target, %error, "no upstream connection; closing client");
+            DisconnectCause::UpstreamUnavailable
+        }
+    };
+    telemetry::client_disconnected(cause);
+    tracing::debug!(%peer, cause = cause.as_str(), "client disconnected");
+}
+
+async fn connect_upstream(ctx: &Context, target: Target) -> Result<(TcpStream, String), ConnectError> {
+    let config = &ctx.config;
+    let addresses = match target {
+        Target::Bootstrap => {
+            let mut addresses = config.bootstrap_servers.clone();
+            addresses.extend(ctx.topology.addresses());
+            addresses
+        }
+        Target::Broker(node_id) => ctx.topology.address(node_id).into_iter().collect(),
+    };
+    let result = upstream::connect_any(&addresses, &config.upstream, &config.sockets).await;
+    if result.is_err() && matches!(target, Target::Broker(_)) {
+        // The broker may have moved: learn its new address for the client's retry.
+        ctx.topology.request_refresh();
+    }
+    result
+}
+
+async fn proxy(ctx: &Arc<Context>, client: TcpStream, upstream: TcpStream, peer: SocketAddr) -> DisconnectCause {
+    let max_frame = ctx.config.max_frame_bytes;
+    let (client_read, client_write) = client.into_split();
+    let (upstream_read, upstream_write) = upstream.into_split();
+    let requests = FramedRead::new(client_read, FrameCodec::requests(max_frame));
+    let to_broker = FramedWrite::new(upstream_write, FrameCodec::requests(max_frame));
+    let responses = FramedRead::new(upstream_read, FrameCodec::responses(max_frame));
+    let to_client = FramedWrite::new(client_write, FrameCodec::responses(max_frame));
+
+    let (in_flight_tx, in_flight_rx) = mpsc::channel(ctx.config.max_inflight);
+    let responses_done = CancellationToken::new();
+    let forward = forward_requests(ctx, requests, to_broker, in_flight_tx, responses_done.clone(), peer);
+    let answer = async {
+        let cause = return_responses(ctx, responses, to_client, in_flight_rx, peer).await;
+        responses_done.cancel();
+        cause
+    };
+    let (request_end, response_end) = tokio::join!(forward, answer);
+    request_end.or(response_end).unwrap_or(DisconnectCause::ClientClosed)
+}
+
+/// Client → broker. Returns why it stopped, or `None` when the response half stopped first.
+async fn forward_requests(
+    ctx: &Context,
+    mut requests: FrameReader,
+    mut to_broker: FrameWriter,
+    in_flight: mpsc::Sender<InFlight>,
+    responses_done: CancellationToken,
+    peer: SocketAddr,
+) -> Option<DisconnectCause> {
+    loop {
+        let frame = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Some(DisconnectCause::Shutdown),
+            _ = responses_done.cancelled() => return None,
+            frame = requests.next() => frame,
+        };
+        let frame = match frame {
+            None => return Some(DisconnectCause::ClientClosed),
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => return Some(client_frame_error(&error, peer)),
+        };
+        let header = match peek_request_header(&frame) {
+            Ok(header) => header,
+            Err(error) => {
+                telemetry::protocol_error("bad_request_header");
+                tracing::warn!(%peer, %error, "malformed request header; closing client");
+                return Some(DisconnectCause::ProtocolError);
+            }
+        };
+        telemetry::request(header.api_key);
+        let expects_response = match header.expects_response(&frame) {
+            Ok(expects) => expects,
+            Err(error) => {
+                telemetry::protocol_error("bad_request_body");
+                tracing::warn!(%peer, client_id = header.client_id(&frame), %error, "malformed produce request; closing client");
+                return Some(DisconnectCause::ProtocolError);
+            }
+        };
+        if expects_response {
+            let entry = InFlight {
+                api_key: header.api_key,
+                api_version: header.api_version,
+                correlation_id: header.correlation_id,
+                received: Instant::now(),
+            };
+            if in_flight.send(entry).await.is_err() {
+                return None;
+            }
+        }
+        if let Err(error) = to_broker.send(frame).await {
+            tracing::info!(%peer, %error, "broker connection lost while forwarding");
+            return Some(DisconnectCause::BrokerClosed);
+        }
+    }
+}
+
+fn client_frame_error(error: &FrameError, peer: SocketAddr) -> DisconnectCause {
+    if let FrameError::Io(io) = error {
+        tracing::debug!(%peer, error = %io, "client connection error");
+        return DisconnectCause::ClientClosed;
+    }
+    telemetry::protocol_error(error.kind());
+    tracing::warn!(%peer, %error, "closing client connection");
+    DisconnectCause::ProtocolError
+}
+
+/// Broker → client. Returns why it stopped, or `None` once every request was answered after the
+/// request half stopped.
+async fn return_responses(
+    ctx: &Arc<Context>,
+    mut responses: FrameReader,
+    mut to_client: FrameWriter,
+    mut in_flight: mpsc::Receiver<InFlight>,
+    peer: SocketAddr,
+) -> Option<DisconnectCause> {
+    let mut waiting: VecDeque<InFlight> = VecDeque::new();
+    let mut requests_open = true;
+    loop {
+        if !requests_open && waiting.is_empty() {
+            return None;
+        }
+        let frame = tokio::select! {
+            biased;
+            entry = in_flight.recv(), if requests_open => {
+                match entry {
+                    Some(entry) => waiting.push_back(entry),
+                    None => requests_open = false,
+                }
+                continue;
+            }
+            frame = responses.next() => frame,
+        };
+        let frame = match frame {
+            None => return Some(DisconnectCause::BrokerClosed),
+            Some(Ok(frame)) => frame,
+            Some(Err(FrameError::Io(error))) => {
+                tracing::info!(%peer, %error, "broker connection lost");
+                return Some(DisconnectCause::BrokerClosed);
+            }
+            Some(Err(error)) => {
+                telemetry::protocol_error(error.kind());
+                tracing::warn!(%peer, %error, "malformed broker response; closing client");
+                return Some(DisconnectCause::ProtocolError);
+            }
+        };
+        // The request was queued before it was sent, so its entry is already in the channel.
+        while let Ok(entry) = in_flight.try_recv() {
+            waiting.push_back(entry);
+        }
+        let Ok(correlation_id) = response_correlation_id(&frame) else {
+            return Some(DisconnectCause::ProtocolError);
+        };
+        if waiting.front().is_none_or(|entry| entry.correlation_id != correlation_id) {
+            // Some brokers answer acks=0 produce requests anyway; no client waits for that.
+            telemetry::stray_response();
+            tracing::debug!(%peer, correlation_id, "dropping response that matches no waiting request");
+            continue;
+        }
+        let entry = waiting.pop_front().expect("front checked");
+        let frame = match rewrite_response(ctx, &entry, frame) {
+            Ok(frame) => frame,
+            Err(error) => {
+                telemetry::protocol_error("bad_response_body");
+                tracing::warn!(%peer, %error, "cannot rewrite broker response; closing client");
+                return Some(DisconnectCause::ProtocolError);
+            }
+        };
+        if let Err(error) = to_client.send(frame).await {
+            tracing::debug!(%peer, %error, "client went away before its response");
+            return Some(DisconnectCause::ClientClosed);
+        }
+    }
+}
+
+/// Rewrites a response that carries addresses or versions and learns from it; others pass as
+/// they are.
+fn rewrite_response(ctx: &Arc<Context>, entry: &InFlight, frame: Bytes) -> Result<Bytes, RewriteError> {
+    let Some(rewritten) = rewrite::response(entry.api_key, entry.api_version, &frame, &ctx.config.advertised)? else {
+        return Ok(frame);
+    };
+    if !rewritten.brokers.is_empty() || rewritten.controller_id.is_some() {
+        ctx.topology.learn(&rewritten.brokers, rewritten.controller_id);
+    }
+    if entry.api_key == ApiKey::Metadata as i16 {
+        ctx.topology.metadata_received();
+    }
+    for broker in &rewritten.brokers {
+        ensure_broker_listener(ctx, broker.node_id);
+    }
+    Ok(rewritten.frame)
+}

@@ -1,0 +1,173 @@
+//! Length-prefixed Kafka framing as a tokio-util codec.
+//!
+//! A frame is kept whole, its 4-byte length prefix included, so that a frame the sidecar does not
+//! rewrite is forwarded as the very bytes it arrived in.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Frames larger than this are refused unless configured otherwise (100 MiB, as brokers commonly do).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
+
+const LENGTH_PREFIX: usize = 4;
+
+/// Why a byte stream could not be split into Kafka frames.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("TLS handshake received on plaintext listener")]
+    TlsOnPlaintext,
+    #[error("HTTP request received on Kafka listener")]
+    HttpOnKafka,
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("negative frame length {0}")]
+    NegativeLength(i32),
+    #[error("frame of {len} bytes is too short for a header of {min} bytes")]
+    TruncatedHeader { len: usize, min: usize },
+    #[error("connection closed in the middle of a frame ({buffered} bytes buffered)")]
+    TruncatedFrame { buffered: usize },
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl FrameError {
+    /// A short, closed-set label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FrameError::TlsOnPlaintext => "tls_on_plaintext",
+            FrameError::HttpOnKafka => "http_on_kafka",
+            FrameError::TooLarge { .. } => "frame_too_large",
+            FrameError::NegativeLength(_) => "negative_length",
+            FrameError::TruncatedHeader { .. } => "truncated_header",
+            FrameError::TruncatedFrame { .. } => "truncated_frame",
+            FrameError::Io(_) => "io",
+        }
+    }
+}
+
+/// Splits a byte stream into whole frames and writes frames back out unchanged.
+#[derive(Debug, Clone)]
+pub struct FrameCodec {
+    max_frame_bytes: usize,
+    min_frame_bytes: usize,
+}
+
+impl FrameCodec {
+    /// A codec for client requests: api key, version and correlation id must be present.
+    pub fn requests(max_frame_bytes: usize) -> Self {
+        Self { max_frame_bytes, min_frame_bytes: 8 }
+    }
+
+    /// A codec for broker responses: a correlation id must be present.
+    pub fn responses(max_frame_bytes: usize) -> Self {
+        Self { max_frame_bytes, min_frame_bytes: 4 }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Bytes;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        if src.len() < LENGTH_PREFIX {
+            return Ok(None);
+        }
+        // A TLS record starts 0x16 0x03; read as a length it would claim ~369 MB.
+        if src[0] == 0x16 && src[1] == 0x03 {
+            return Err(FrameError::TlsOnPlaintext);
+        }
+        if matches!(&src[..4], b"GET " | b"POST" | b"HEAD" | b"PUT ") {
+            return Err(FrameError::HttpOnKafka);
+        }
+        let len = (&src[..LENGTH_PREFIX]).get_i32();
+        if len < 0 {
+            return Err(FrameError::NegativeLength(len));
+        }
+        let len = len as usize;
+        if len > self.max_frame_bytes {
+            return Err(FrameError::TooLarge { len, max: self.max_frame_bytes });
+        }
+        if len < self.min_frame_bytes {
+            return Err(FrameError::TruncatedHeader { len, min: self.min_frame_bytes });
+        }
+        let total = LENGTH_PREFIX + len;
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        Ok(Some(src.split_to(total).freeze()))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(FrameError::TruncatedFrame { buffered: src.len() }),
+        }
+    }
+}
+
+impl Encoder<Bytes> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> Result<(), FrameError> {
+        dst.extend_from_slice(&frame);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(codec: &mut FrameCodec, bytes: &[u8]) -> Result<Option<Bytes>, FrameError> {
+        let mut buf = BytesMut::from(bytes);
+        codec.decode(&mut buf)
+    }
+
+    #[test]
+    fn whole_frame_keeps_its_length_prefix() {
+        let bytes = [0, 0, 0, 8, 0, 3, 0, 1, 0, 0, 0, 7];
+        let frame = decode_all(&mut FrameCodec::requests(1024), &bytes).unwrap().unwrap();
+        assert_eq!(&frame[..], &bytes[..]);
+    }
+
+    #[test]
+    fn partial_frame_waits_for_more() {
+        let bytes = [0, 0, 0, 8, 0, 3, 0];
+        assert!(decode_all(&mut FrameCodec::requests(1024), &bytes).unwrap().is_none());
+    }
+
+    #[test]
+    fn tls_client_hello_is_named() {
+        let hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01];
+        let err = decode_all(&mut FrameCodec::requests(1024), &hello).unwrap_err();
+        assert!(matches!(err, FrameError::TlsOnPlaintext));
+        assert_eq!(err.to_string(), "TLS handshake received on plaintext listener");
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_before_buffering() {
+        let err = decode_all(&mut FrameCodec::requests(1024), &[0, 0, 4, 1]).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { len: 1025, max: 1024 }));
+    }
+
+    #[test]
+    fn request_shorter_than_its_header_is_refused() {
+        let err = decode_all(&mut FrameCodec::requests(1024), &[0, 0, 0, 3, 1, 2, 3]).unwrap_err();
+        assert!(matches!(err, FrameError::TruncatedHeader { len: 3, min: 8 }));
+    }
+
+    #[test]
+    fn negative_length_is_refused() {
+        let err = decode_all(&mut FrameCodec::requests(1024), &[0xff, 0xff, 0xff, 0xfe]).unwrap_err();
+        assert!(matches!(err, FrameError::NegativeLength(-2)));
+    }
+
+    #[test]
+    fn eof_mid_frame_is_an_error() {
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 9, 0, 3][..]);
+        let err = FrameCodec::requests(1024).decode_eof(&mut buf).unwrap_err();
+        assert!(matches!(err, FrameError::TruncatedFrame { buffered: 6 }));
+    }
+}

@@ -1,0 +1,13 @@
+//! The Kafka wire: framing, request/response header peeks and a bounds-checked cursor over
+//! primitive types.
+//!
+//! Everything here is pure and synchronous: it never awaits, never allocates per frame beyond the
+//! frame's own buffer, and reports malformed input as typed errors instead of panicking.
+
+mod codec;
+mod cursor;
+mod header;
+
+pub use codec::{DEFAULT_MAX_FRAME_BYTES, FrameCodec, FrameError};
+pub use cursor::{DecodeError, Reader, Writer};
+pub use header::{RequestHeader, api_name, peek_request_header, response_body_offset, response_correlation_id};
