@@ -72,5 +72,49 @@ pub(super) fn rewrite(w: &mut Walk<'_>) -> Result<(), RewriteError> {
     for (range, bytes) in entry_splices {
         w.splice(range, bytes);
     }
+    if w.version >= 1 {
+        read!(w, i32); // throttle_time_ms
+    }
+    if flexible {
+        drop_default_tagged_fields(w)?;
+    }
+    Ok(())
+}
+
+/// Rewrites the top-level tagged fields without those that hold their default value, as Kafka
+/// itself encodes them. Some brokers send every feature field even when empty, which older
+/// librdkafka releases (2.0.x) fail to parse ("Read underflow").
+fn drop_default_tagged_fields(w: &mut Walk<'_>) -> Result<(), RewriteError> {
+    const EMPTY_COMPACT_ARRAY: &[u8] = &[0x01];
+    const NO_EPOCH: &[u8] = &[0xff; 8];
+    const FALSE: &[u8] = &[0x00];
+    let start = w.reader.position();
+    let count = read!(w, unsigned_varint);
+    let mut kept = Vec::new();
+    for _ in 0..count {
+        let field_start = w.reader.position();
+        let tag = read!(w, unsigned_varint);
+        let size = read!(w, unsigned_varint) as usize;
+        let value = read!(w, take, size);
+        let is_default = match tag {
+            0 | 2 => value == EMPTY_COMPACT_ARRAY, // supported / finalized features
+            1 => value == NO_EPOCH,                // finalized features epoch
+            3 => value == FALSE,                   // zk_migration_ready
+            _ => false,
+        };
+        if !is_default {
+            kept.push(field_start..w.reader.position());
+        }
+    }
+    if kept.len() as u32 == count {
+        return Ok(());
+    }
+    let body = &w.frame[w.body..];
+    let mut writer = Writer::with_capacity(w.reader.position() - start);
+    writer.unsigned_varint(kept.len() as u32);
+    for field in kept {
+        writer.bytes(&body[field]);
+    }
+    w.splice(start..w.reader.position(), writer.into_inner());
     Ok(())
 }

@@ -39,8 +39,7 @@ fn frame(api_key: ApiKey, version: i16, body: &impl Encodable) -> Bytes {
 
 fn decode<T: Decodable>(api_key: ApiKey, version: i16, frame: &Bytes) -> T {
     let mut buf = frame.slice(4..);
-    let header = ResponseHeader::decode(&mut buf, api_key.response_header_version(version)).unwrap();
-    assert_eq!(header.correlation_id, CORRELATION_ID);
+    ResponseHeader::decode(&mut buf, api_key.response_header_version(version)).unwrap();
     let body = T::decode(&mut buf, version).unwrap();
     assert!(buf.is_empty(), "trailing bytes after {api_key:?} v{version}");
     body
@@ -50,6 +49,7 @@ fn rewrite(api_key: ApiKey, version: i16, frame: &Bytes) -> Rewritten {
     let rewritten = response(api_key as i16, version, frame, &advertised()).unwrap().unwrap();
     let len = i32::from_be_bytes(rewritten.frame[..4].try_into().unwrap()) as usize;
     assert_eq!(len, rewritten.frame.len() - 4, "length prefix must match");
+    assert_eq!(rewritten.frame[4..8], frame[4..8], "correlation id must be kept");
     rewritten
 }
 
@@ -316,4 +316,36 @@ fn other_apis_pass_through() {
     let bytes = Bytes::from_static(&[0, 0, 0, 4, 0, 0, 0, 1]);
     assert!(response(ApiKey::Produce as i16, 9, &bytes, &advertised()).unwrap().is_none());
     assert!(response(9999, 0, &bytes, &advertised()).unwrap().is_none());
+}
+
+/// ApiVersions v3 as Tansu 0.6.0 answers it, captured on the wire: every feature tagged field is
+/// present with its default value, which librdkafka 2.0 cannot parse.
+const TANSU_API_VERSIONS_V3: &str = "000001140000000100002400080000000900001c000000040000450000000000000c0000000400000d00000005000047000000000000000000000b0000160000000500004b000000000000140000000600001d0000000300000f00000005000024000000020000100000000500002a0000000200000b000000090000090000000900000a00000006000001000000110000200000000400003c000000010000030000000c00001900000004000015000000020000320000000000003300000000000012000000040000180000000500002e00000000000002000000090000130000000700001e000000030000110000000100000e0000000500002c000000010000000000040001010108ffffffffffffffff020101030100";
+
+fn unhex(hex: &str) -> Bytes {
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect::<Vec<_>>().into()
+}
+
+#[test]
+fn api_versions_default_tagged_fields_are_dropped() {
+    let captured = unhex(TANSU_API_VERSIONS_V3);
+    let rewritten = rewrite(ApiKey::ApiVersions, 3, &captured);
+    let original: ApiVersionsResponse = decode(ApiKey::ApiVersions, 3, &captured);
+    let decoded: ApiVersionsResponse = decode(ApiKey::ApiVersions, 3, &rewritten.frame);
+    // Same meaning, but the tagged-field section is now empty: one 0x00 byte at the very end.
+    assert_eq!(decoded.supported_features, original.supported_features);
+    assert_eq!(decoded.finalized_features_epoch, -1);
+    assert_eq!(rewritten.frame.last(), Some(&0));
+    assert_eq!(&rewritten.frame[rewritten.frame.len() - 5..], &[0, 0, 0, 0, 0], "throttle then no tags");
+    let produce = decoded.api_keys.iter().find(|a| a.api_key == 0).unwrap();
+    assert_eq!(produce.max_version, 9);
+}
+
+#[test]
+fn api_versions_non_default_tagged_fields_are_kept() {
+    let original = api_versions(3).with_finalized_features_epoch(7);
+    let rewritten = rewrite(ApiKey::ApiVersions, 3, &frame(ApiKey::ApiVersions, 3, &original));
+    let decoded: ApiVersionsResponse = decode(ApiKey::ApiVersions, 3, &rewritten.frame);
+    assert_eq!(decoded.finalized_features_epoch, 7);
+    assert_eq!(decoded.supported_features, original.supported_features);
 }
