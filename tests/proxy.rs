@@ -1,0 +1,243 @@
+//! The proxy against a real broker (Tansu), spoken to in raw Kafka protocol: address rewriting
+//! across versions, old versions passing through, acks=0, hostile input and shutdown.
+
+mod raw;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeClusterRequest, DescribeClusterResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest, MetadataResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use raw::{RawClient, raw_request};
+use support::{Sidecar, Tansu};
+
+fn broker_and_sidecar() -> (Tansu, Sidecar) {
+    let tansu = Tansu::start();
+    let sidecar = Sidecar::start(&tansu.addr(), &[]);
+    (tansu, sidecar)
+}
+
+fn tansu_port(tansu: &Tansu) -> u16 {
+    tansu.addr().rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+/// A CreateTopics v0 request as kafka-go's `Conn.CreateTopics` sends it (kafka-protocol 0.18 can
+/// no longer encode this version).
+fn create_topics_v0(correlation_id: i32, topic: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&1i32.to_be_bytes()); // topics
+    body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes()); // num_partitions
+    body.extend_from_slice(&1i16.to_be_bytes()); // replication_factor
+    body.extend_from_slice(&0i32.to_be_bytes()); // assignments
+    body.extend_from_slice(&0i32.to_be_bytes()); // configs
+    body.extend_from_slice(&10_000i32.to_be_bytes()); // timeout_ms
+    raw_request(19, 0, correlation_id, "kafka-go", &body)
+}
+
+/// Reads a CreateTopics v0 response: [(topic, error_code)].
+fn read_create_topics_v0(frame: &[u8]) -> (i32, Vec<(String, i16)>) {
+    let correlation_id = i32::from_be_bytes(frame[4..8].try_into().unwrap());
+    let mut pos = 8;
+    let count = i32::from_be_bytes(frame[pos..pos + 4].try_into().unwrap());
+    pos += 4;
+    let mut topics = Vec::new();
+    for _ in 0..count {
+        let len = i16::from_be_bytes(frame[pos..pos + 2].try_into().unwrap()) as usize;
+        let name = String::from_utf8(frame[pos + 2..pos + 2 + len].to_vec()).unwrap();
+        pos += 2 + len;
+        topics.push((name, i16::from_be_bytes(frame[pos..pos + 2].try_into().unwrap())));
+        pos += 2;
+    }
+    (correlation_id, topics)
+}
+
+#[test]
+fn no_broker_address_reaches_the_client_in_any_version() {
+    let (tansu, sidecar) = broker_and_sidecar();
+    let real_port = tansu_port(&tansu);
+    let local_port = sidecar.broker_port_base() as i32 + 111;
+    let mut client = RawClient::connect(&sidecar.bootstrap());
+
+    for version in 1..=12 {
+        let request = MetadataRequest::default().with_topics(None);
+        let response: MetadataResponse = client.request(ApiKey::Metadata, version, &request);
+        assert_eq!(response.brokers.len(), 1, "Metadata v{version}");
+        for broker in &response.brokers {
+            assert_eq!(broker.host.as_str(), "127.0.0.1", "Metadata v{version}");
+            assert_eq!(broker.port, local_port, "Metadata v{version}");
+            assert_ne!(broker.port, real_port as i32);
+        }
+        assert_eq!(response.controller_id.0, 111, "Metadata v{version}");
+    }
+    for version in 0..=4 {
+        let request = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_static_str("group-1"))
+            .with_coordinator_keys(vec![StrBytes::from_static_str("group-1")]);
+        let response: FindCoordinatorResponse = client.request(ApiKey::FindCoordinator, version, &request);
+        let ports: Vec<i32> = if version < 4 {
+            vec![response.port]
+        } else {
+            response.coordinators.iter().map(|c| c.port).collect()
+        };
+        assert_eq!(ports, [local_port], "FindCoordinator v{version}");
+    }
+    for version in 0..=1 {
+        let request = DescribeClusterRequest::default().with_endpoint_type(1);
+        let response: DescribeClusterResponse = client.request(ApiKey::DescribeCluster, version, &request);
+        let ports: Vec<i32> = response.brokers.iter().map(|b| b.port).collect();
+        assert_eq!(ports, [local_port], "DescribeCluster v{version}");
+    }
+}
+
+#[test]
+fn api_versions_are_clamped_to_what_the_sidecar_rewrites() {
+    let (_tansu, sidecar) = broker_and_sidecar();
+    let mut client = RawClient::connect(&sidecar.bootstrap());
+    for version in 0..=3 {
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("raw"))
+            .with_client_software_version(StrBytes::from_static_str("1"));
+        let response: ApiVersionsResponse = client.request(ApiKey::ApiVersions, version, &request);
+        let max = |key: ApiKey| response.api_keys.iter().find(|a| a.api_key == key as i16).map(|a| a.max_version);
+        assert_eq!(response.error_code, 0);
+        assert!(max(ApiKey::Produce).unwrap() <= 9, "v{version}");
+        assert!(max(ApiKey::Fetch).unwrap() <= 15, "v{version}");
+        assert!(max(ApiKey::Metadata).unwrap() <= 13, "v{version}");
+        // Not clamped: admin APIs keep the broker's full range.
+        assert_eq!(max(ApiKey::CreateTopics), Some(7), "v{version}");
+    }
+}
+
+#[test]
+fn old_versions_kafka_go_sends_pass_through() {
+    let (_tansu, sidecar) = broker_and_sidecar();
+    let mut client = RawClient::connect(&sidecar.bootstrap());
+
+    // kafka-go's Conn.Controller(): Metadata v1 without asking ApiVersions.
+    let metadata: MetadataResponse = client.request(ApiKey::Metadata, 1, &MetadataRequest::default().with_topics(None));
+    assert_eq!(metadata.controller_id.0, 111);
+    assert_eq!(metadata.brokers[0].port, sidecar.broker_port_base() as i32 + 111);
+
+    // kafka-go's Conn.CreateTopics(): CreateTopics v0, first for a new topic, then again.
+    client.send_bytes(&create_topics_v0(7, "kafka-go-topic")).unwrap();
+    assert_eq!(read_create_topics_v0(&client.recv().unwrap()), (7, vec![("kafka-go-topic".into(), 0)]));
+    client.send_bytes(&create_topics_v0(8, "kafka-go-topic")).unwrap();
+    assert_eq!(read_create_topics_v0(&client.recv().unwrap()), (8, vec![("kafka-go-topic".into(), 36)]));
+}
+
+#[test]
+fn unknown_api_keys_pass_through() {
+    let (_tansu, sidecar) = broker_and_sidecar();
+    let mut client = RawClient::connect(&sidecar.bootstrap());
+    // An api key no broker knows: whatever the broker does (answer or close), the sidecar must
+    // neither crash nor hang, and keep serving other clients.
+    client.send_bytes(&raw_request(30_000, 0, 5, "raw", &[])).unwrap();
+    let _ = client.recv();
+    let mut other = RawClient::connect(&sidecar.bootstrap());
+    let metadata: MetadataResponse = other.request(ApiKey::Metadata, 4, &MetadataRequest::default().with_topics(None));
+    assert_eq!(metadata.brokers.len(), 1);
+}
+
+#[test]
+fn bad_input_closes_only_that_client() {
+    let (_tansu, sidecar) = broker_and_sidecar();
+    let mut healthy = RawClient::connect(&sidecar.bootstrap());
+    let mut check_healthy = || {
+        let response: MetadataResponse =
+            healthy.request(ApiKey::Metadata, 9, &MetadataRequest::default().with_topics(None));
+        assert_eq!(response.brokers.len(), 1);
+    };
+    check_healthy();
+
+    let tls_client_hello = [0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03];
+    let oversized = (200 * 1024 * 1024i32).to_be_bytes();
+    let mut garbage = vec![0x7f, 0xff, 0xff, 0xff];
+    garbage.extend_from_slice(b"\xde\xad\xbe\xef");
+    let header_too_short = [0, 0, 0, 2, 0, 3];
+    let bad_inputs: [(&str, &[u8], &str); 4] = [
+        ("TLS ClientHello", &tls_client_hello, "TLS handshake received on plaintext listener"),
+        ("oversized frame", &oversized, "exceeds the 104857600-byte limit"),
+        ("garbage", &garbage, "exceeds the 104857600-byte limit"),
+        ("header too short", &header_too_short, "too short for a header"),
+    ];
+    for (what, bytes, log_line) in bad_inputs {
+        let mut bad = RawClient::connect(&sidecar.bootstrap());
+        bad.send_bytes(bytes).unwrap();
+        assert!(bad.is_closed_by_peer(), "{what}: connection must be closed");
+        check_healthy();
+        let logs = sidecar.wait_for_log(log_line, Duration::from_secs(5));
+        assert!(logs, "{what}: expected log line {log_line:?} in:\n{}", sidecar.logs());
+    }
+
+    // A frame cut short by the client closing: nothing to forward, the sidecar stays up.
+    let mut truncated = RawClient::connect(&sidecar.bootstrap());
+    truncated.send_bytes(&[0, 0, 0, 40, 0, 3, 0, 9]).unwrap();
+    drop(truncated);
+    check_healthy();
+    assert!(sidecar.wait_for_log("connection closed in the middle of a frame", Duration::from_secs(5)));
+}
+
+#[test]
+fn acks_zero_produce_never_pairs_a_stray_answer_with_the_next_request() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+    let (_tansu, sidecar) = broker_and_sidecar();
+    let mut client = RawClient::connect(&sidecar.bootstrap());
+    client.send_bytes(&create_topics_v0(1, "acks0")).unwrap();
+    client.recv().unwrap();
+
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 0,
+        key: None,
+        value: Some(bytes::Bytes::from_static(b"fire-and-forget")),
+        headers: Default::default(),
+    };
+    let mut records = bytes::BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut records, [&record], &options).unwrap();
+    let produce = ProduceRequest::default().with_acks(0).with_timeout_ms(5000).with_topic_data(vec![
+        TopicProduceData::default().with_name(TopicName(StrBytes::from_static_str("acks0"))).with_partition_data(vec![
+            PartitionProduceData::default().with_index(0).with_records(Some(records.freeze())),
+        ]),
+    ]);
+    let started = Instant::now();
+    for _ in 0..50 {
+        client.send(ApiKey::Produce, 8, &produce);
+    }
+    // The next answered request must get its own response, not a broker's stray acks=0 answer.
+    let metadata_id = client.send(ApiKey::Metadata, 4, &MetadataRequest::default().with_topics(None));
+    let frame = client.recv().unwrap();
+    let metadata: MetadataResponse = raw::decode_response(ApiKey::Metadata, 4, metadata_id, &frame);
+    assert_eq!(metadata.brokers.len(), 1);
+    assert!(started.elapsed() < Duration::from_secs(5), "acks=0 produce stalled the connection");
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let (_tansu, mut sidecar) = broker_and_sidecar();
+    let mut client = RawClient::connect(&sidecar.bootstrap());
+    let _: MetadataResponse = client.request(ApiKey::Metadata, 4, &MetadataRequest::default().with_topics(None));
+    // A request in flight when SIGTERM arrives still gets its answer.
+    let id = client.send(ApiKey::Metadata, 4, &MetadataRequest::default().with_topics(None));
+    sidecar.terminate();
+    let frame = client.recv().expect("in-flight response delivered during drain");
+    let _: MetadataResponse = raw::decode_response(ApiKey::Metadata, 4, id, &frame);
+    let status = sidecar.wait_exit(Duration::from_secs(10)).expect("sidecar exits within the drain deadline");
+    assert!(status.success(), "exit status {status:?}");
+}
