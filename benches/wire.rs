@@ -4,7 +4,9 @@ use std::hint::black_box;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{ApiKey, BrokerId, MetadataResponse, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_sidecar::rewrite::{self, Advertised};
@@ -62,7 +64,10 @@ fn metadata_frame(brokers: i32, partitions: i32) -> Bytes {
         );
     let mut buf = BytesMut::new();
     buf.put_i32(0);
-    ResponseHeader::default().with_correlation_id(1).encode(&mut buf, ApiKey::Metadata.response_header_version(version)).unwrap();
+    ResponseHeader::default()
+        .with_correlation_id(1)
+        .encode(&mut buf, ApiKey::Metadata.response_header_version(version))
+        .unwrap();
     response.encode(&mut buf, version).unwrap();
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());

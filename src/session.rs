@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -29,6 +29,9 @@ use crate::upstream::{self, ConnectError};
 use crate::wire::{FrameCodec, FrameError, peek_request_header, response_correlation_id};
 
 type FrameReader = FramedRead<OwnedReadHalf, FrameCodec>;
+
+/// How long a finished session waits for the broker to close its end.
+const UPSTREAM_LINGER: Duration = Duration::from_secs(2);
 type FrameWriter = FramedWrite<OwnedWriteHalf, FrameCodec>;
 
 /// A request sent upstream whose response has not come back yet.
@@ -99,10 +102,28 @@ async fn proxy(ctx: &Arc<Context>, client: TcpStream, upstream: TcpStream, peer:
 }
 
 /// Client → broker. Returns why it stopped, or `None` when the response half stopped first.
+///
+/// When the client is done (or the sidecar shuts down) the broker side is half-closed, so the
+/// broker processes every forwarded request and then closes its end.
 async fn forward_requests(
     ctx: &Context,
-    mut requests: FrameReader,
+    requests: FrameReader,
     mut to_broker: FrameWriter,
+    in_flight: mpsc::Sender<InFlight>,
+    responses_done: CancellationToken,
+    peer: SocketAddr,
+) -> Option<DisconnectCause> {
+    let cause = forward_each_request(ctx, requests, &mut to_broker, in_flight, responses_done, peer).await;
+    if matches!(cause, Some(DisconnectCause::ClientClosed | DisconnectCause::Shutdown)) {
+        let _ = to_broker.close().await;
+    }
+    cause
+}
+
+async fn forward_each_request(
+    ctx: &Context,
+    mut requests: FrameReader,
+    to_broker: &mut FrameWriter,
     in_flight: mpsc::Sender<InFlight>,
     responses_done: CancellationToken,
     peer: SocketAddr,
@@ -176,6 +197,7 @@ async fn return_responses(
     let mut requests_open = true;
     loop {
         if !requests_open && waiting.is_empty() {
+            linger(&mut responses).await;
             return None;
         }
         let frame = tokio::select! {
@@ -229,6 +251,19 @@ async fn return_responses(
             return Some(DisconnectCause::ClientClosed);
         }
     }
+}
+
+/// Reads what the broker still sends after the last answered request (answers to acks=0 produce
+/// requests from brokers that send them) until it closes its half-closed end. Closing a socket
+/// with unread data would reset the connection and could make the broker drop requests it has
+/// received but not yet processed.
+async fn linger(responses: &mut FrameReader) {
+    let drain = async {
+        while let Some(Ok(_)) = responses.next().await {
+            telemetry::stray_response();
+        }
+    };
+    let _ = tokio::time::timeout(UPSTREAM_LINGER, drain).await;
 }
 
 /// Rewrites a response that carries addresses or versions and learns from it; others pass as

@@ -75,15 +75,15 @@ fn no_broker_address_reaches_the_client_in_any_version() {
         assert_eq!(response.controller_id.0, 111, "Metadata v{version}");
     }
     for version in 0..=4 {
-        let request = FindCoordinatorRequest::default()
-            .with_key(StrBytes::from_static_str("group-1"))
-            .with_coordinator_keys(vec![StrBytes::from_static_str("group-1")]);
-        let response: FindCoordinatorResponse = client.request(ApiKey::FindCoordinator, version, &request);
-        let ports: Vec<i32> = if version < 4 {
-            vec![response.port]
+        let group = StrBytes::from_static_str("group-1");
+        let request = if version < 4 {
+            FindCoordinatorRequest::default().with_key(group)
         } else {
-            response.coordinators.iter().map(|c| c.port).collect()
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![group])
         };
+        let response: FindCoordinatorResponse = client.request(ApiKey::FindCoordinator, version, &request);
+        let ports: Vec<i32> =
+            if version < 4 { vec![response.port] } else { response.coordinators.iter().map(|c| c.port).collect() };
         assert_eq!(ports, [local_port], "FindCoordinator v{version}");
     }
     for version in 0..=1 {
@@ -184,8 +184,8 @@ fn bad_input_closes_only_that_client() {
 
 #[test]
 fn acks_zero_produce_never_pairs_a_stray_answer_with_the_next_request() {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
     use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
     use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
     let (_tansu, sidecar) = broker_and_sidecar();
@@ -226,6 +226,13 @@ fn acks_zero_produce_never_pairs_a_stray_answer_with_the_next_request() {
     let metadata: MetadataResponse = raw::decode_response(ApiKey::Metadata, 4, metadata_id, &frame);
     assert_eq!(metadata.brokers.len(), 1);
     assert!(started.elapsed() < Duration::from_secs(5), "acks=0 produce stalled the connection");
+    // Tansu does answer acks=0: the sidecar must have dropped those answers.
+    let (_, metrics) = sidecar.admin_get("/metrics");
+    let strays: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("kafka_sidecar_stray_responses_total "))
+        .map_or(0.0, |v| v.trim().parse().unwrap());
+    assert_eq!(strays, 50.0, "every acks=0 answer is dropped:\n{metrics}");
 }
 
 #[test]

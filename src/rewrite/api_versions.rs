@@ -3,8 +3,9 @@
 //! For the APIs whose responses the sidecar rewrites, the range offered to the client is the
 //! intersection of the broker's and the sidecar's; Produce, Fetch and DescribeQuorum are capped
 //! below the versions whose responses would carry broker endpoints the sidecar does not rewrite.
-//! A broker answers an ApiVersions version it does not know with UNSUPPORTED_VERSION in the v0
-//! layout, so such a reply is walked as v0 whatever was asked.
+//! An error reply (UNSUPPORTED_VERSION for a version the broker does not know) passes through
+//! untouched: its layout varies by broker (Kafka uses v0's, librdkafka's mock its own) and the
+//! client only reads it to pick the version to ask again with, whose answer is then clamped.
 
 use bytes::BytesMut;
 use kafka_protocol::messages::ApiKey;
@@ -13,7 +14,6 @@ use super::{RewriteError, Walk, read};
 use crate::wire::Writer;
 
 const FIRST_FLEXIBLE: i16 = 3;
-const UNSUPPORTED_VERSION: i16 = 35;
 
 /// The highest version of `api_key` the sidecar can carry, where it has a limit.
 pub fn clamp_limit(api_key: i16) -> Option<i16> {
@@ -34,8 +34,8 @@ pub fn clamp_limit(api_key: i16) -> Option<i16> {
 
 pub(super) fn rewrite(w: &mut Walk<'_>) -> Result<(), RewriteError> {
     let error_code = read!(w, i16);
-    if error_code == UNSUPPORTED_VERSION {
-        w.version = 0;
+    if error_code != 0 {
+        return Ok(());
     }
     let flexible = w.version >= FIRST_FLEXIBLE;
     let count_start = w.reader.position();

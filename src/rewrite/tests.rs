@@ -267,14 +267,18 @@ fn api_versions_clamps_every_version() {
 }
 
 #[test]
-fn api_versions_unsupported_version_fallback_is_read_as_v0() {
-    // A broker that does not know ApiVersions v3 answers UNSUPPORTED_VERSION in the v0 layout.
+fn api_versions_error_replies_pass_through_unchanged() {
+    // Kafka answers an unknown ApiVersions version with UNSUPPORTED_VERSION in the v0 layout.
     let fallback = ApiVersionsResponse::default()
         .with_error_code(35)
         .with_api_keys(vec![ApiVersion::default().with_api_key(18).with_min_version(0).with_max_version(2)]);
-    let bytes = frame(ApiKey::ApiVersions, 0, &fallback);
-    let rewritten = response(ApiKey::ApiVersions as i16, 3, &bytes, &advertised()).unwrap().unwrap();
-    assert_eq!(rewritten.frame, bytes);
+    let kafka_reply = frame(ApiKey::ApiVersions, 0, &fallback);
+    // librdkafka's mock broker answers ApiVersions v3 in a layout of its own (captured on the wire).
+    let mock_reply = unhex("000000110000000100230100120000000200000000");
+    for reply in [kafka_reply, mock_reply] {
+        let rewritten = response(ApiKey::ApiVersions as i16, 3, &reply, &advertised()).unwrap().unwrap();
+        assert_eq!(rewritten.frame, reply);
+    }
 }
 
 #[test]

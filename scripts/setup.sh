@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Installs what the integration tests and the demo need, outside the repo:
+#   * Debian packages: kcat (and python3-venv where `python3 -m venv` lacks it)
+#   * a Python venv with the pinned clients from tests/clients/requirements.txt
+#   * the test broker Tansu 0.6.0, built once per machine with cargo install
+#
+# Everything lives under ${KAFKA_SIDECAR_CACHE:-$HOME/.cache/kafka-sidecar}:
+#   venv/                  Python venv   (KAFKA_SIDECAR_PYTHON=venv/bin/python)
+#   tansu-0.6.0/bin/tansu  test broker   (KAFKA_SIDECAR_TANSU)
+#
+# Idempotent; a re-run with everything in place takes about a second.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${KAFKA_SIDECAR_CACHE:-$HOME/.cache/kafka-sidecar}"
+VENV="$CACHE/venv"
+REQUIREMENTS="$REPO_ROOT/tests/clients/requirements.txt"
+TANSU_VERSION="0.6.0"
+TANSU_ROOT="$CACHE/tansu-$TANSU_VERSION"
+TANSU_BIN="$TANSU_ROOT/bin/tansu"
+TANSU_LOG="$CACHE/tansu-build.log"
+
+step() { printf 'setup: %s\n' "$*"; }
+die() {
+    printf 'setup: error: %s\n' "$*" >&2
+    exit 1
+}
+
+mkdir -p "$CACHE"
+# One setup at a time per cache (e.g. test.sh and demo.sh started together).
+exec 9>"$CACHE/setup.lock"
+flock 9
+
+# ---------------------------------------------------------------- apt ------
+apt_updated=0
+apt_install() {
+    if [ "$(id -u)" -ne 0 ]; then
+        die "need Debian package(s) $*; run as root or install them: apt-get install -y $*"
+    fi
+    if [ "$apt_updated" -eq 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >/dev/null ||
+            die "apt-get update failed"
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" </dev/null >/dev/null ||
+        die "apt-get install -y $* failed"
+}
+
+deb_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+if deb_installed kcat && command -v kcat >/dev/null 2>&1; then
+    step "kcat: installed"
+else
+    apt_install kcat
+    step "kcat: installed from Debian"
+fi
+
+# ------------------------------------------------------------- python ------
+if ! command -v python3 >/dev/null 2>&1; then
+    apt_install python3 python3-venv
+    step "python3: installed from Debian"
+fi
+
+req_hash="$( (cat "$REQUIREMENTS"; python3 -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
+stamp="$VENV/.requirements.sha256"
+
+if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$req_hash" ] &&
+    "$VENV/bin/python" -c 'import confluent_kafka, kafka, aiokafka' >/dev/null 2>&1; then
+    step "python venv: up to date ($VENV)"
+else
+    # `python3 -m venv` needs ensurepip; Debian's own python3 ships it in
+    # python3-venv, pyenv's interpreter has it built in.
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        apt_install python3-venv
+        step "python3-venv: installed from Debian"
+    fi
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --prefer-binary \
+        -r "$REQUIREMENTS" </dev/null ||
+        die "pip install -r $REQUIREMENTS failed"
+    "$VENV/bin/python" -c 'import confluent_kafka, kafka, aiokafka' ||
+        die "the venv at $VENV cannot import the client libraries"
+    printf '%s\n' "$req_hash" >"$stamp"
+    step "python venv: installed $(grep -cE '^[A-Za-z0-9]' "$REQUIREMENTS") pinned packages ($VENV)"
+fi
+
+# -------------------------------------------------------------- tansu ------
+if [ -x "$TANSU_BIN" ]; then
+    step "tansu $TANSU_VERSION: present ($TANSU_BIN)"
+else
+    command -v cargo >/dev/null 2>&1 || die "cargo not found; it is needed to build tansu"
+    step "tansu $TANSU_VERSION: building with cargo install (about 10 minutes on 2 cores; log: $TANSU_LOG)"
+    start=$SECONDS
+    if ! cargo install tansu --version "$TANSU_VERSION" --locked \
+        --no-default-features --features dynostore \
+        --root "$TANSU_ROOT" </dev/null >"$TANSU_LOG" 2>&1; then
+        tail -n 40 "$TANSU_LOG" >&2 || true
+        die "building tansu $TANSU_VERSION failed; see $TANSU_LOG"
+    fi
+    [ -x "$TANSU_BIN" ] || die "cargo install finished but $TANSU_BIN is missing"
+    step "tansu $TANSU_VERSION: built in $((SECONDS - start))s ($TANSU_BIN)"
+fi

@@ -1,0 +1,169 @@
+//! Real Kafka clients through the sidecar: kcat (librdkafka 2.0), confluent-kafka, kafka-python,
+//! against the Tansu broker and against librdkafka's three-broker mock cluster.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{MockCluster, Sidecar, Tansu, create_topics, expect_success, kcat, kcat_with_input, python_ok};
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Every broker address a client was given, as `host:port`, from `kcat -L -J`.
+fn kcat_broker_addresses(bootstrap: &str) -> Vec<(i64, String)> {
+    let out = expect_success("kcat -L", &kcat(&["-b", bootstrap, "-L", "-J"]));
+    let metadata = json(&out);
+    metadata["brokers"]
+        .as_array()
+        .expect("brokers")
+        .iter()
+        .map(|b| (b["id"].as_i64().unwrap(), b["name"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[test]
+fn kcat_sees_only_sidecar_addresses() {
+    let tansu = Tansu::start();
+    let sidecar = Sidecar::start(&tansu.addr(), &[]);
+    let brokers = kcat_broker_addresses(&sidecar.bootstrap());
+    assert_eq!(brokers, [(111, sidecar.broker_addr(111))]);
+    // Without the sidecar, kcat (librdkafka 2.0) cannot even read Tansu's ApiVersions reply.
+    let direct = kcat(&["-b", &tansu.addr(), "-L", "-m", "3"]);
+    assert!(!direct.status.success(), "kcat direct to Tansu unexpectedly worked");
+}
+
+#[test]
+fn kcat_round_trip_of_10000_messages_in_order() {
+    let tansu = Tansu::start();
+    let sidecar = Sidecar::start(&tansu.addr(), &[]);
+    let bootstrap = sidecar.bootstrap();
+    create_topics(&bootstrap, &["ten-thousand"], 1);
+    let messages: Vec<String> = (0..10_000).map(|i| format!("message-{i:05}")).collect();
+    let input = messages.join("\n") + "\n";
+    let produced = kcat_with_input(&["-b", &bootstrap, "-P", "-t", "ten-thousand", "-p", "0"], &input);
+    expect_success("kcat -P", &produced);
+    let consumed = expect_success(
+        "kcat -C",
+        &kcat(&["-b", &bootstrap, "-C", "-t", "ten-thousand", "-o", "beginning", "-e", "-q"]),
+    );
+    let consumed: Vec<&str> = consumed.lines().collect();
+    assert_eq!(consumed.len(), 10_000);
+    assert!(consumed.iter().zip(&messages).all(|(a, b)| a == b), "messages out of order or changed");
+}
+
+#[test]
+fn consumer_group_commits_and_resumes() {
+    let tansu = Tansu::start();
+    let sidecar = Sidecar::start(&tansu.addr(), &[]);
+    let bootstrap = sidecar.bootstrap();
+    create_topics(&bootstrap, &["grouped"], 1);
+    let produced = python_ok("produce.py", &["--bootstrap", &bootstrap, "--topic", "grouped", "--count", "40"]);
+    assert_eq!(json(&produced)["delivered"], 40);
+
+    let consume = || {
+        let out =
+            python_ok("group.py", &["--bootstrap", &bootstrap, "--topic", "grouped", "--group", "g1", "--count", "20"]);
+        json(&out)["values"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let first = consume();
+    let second = consume();
+    let expected = |range: std::ops::Range<usize>| range.map(|i| format!("msg-{i}")).collect::<Vec<_>>();
+    assert_eq!(first, expected(0..20));
+    assert_eq!(second, expected(20..40), "the second member must resume from the committed offset");
+}
+
+#[test]
+fn admin_clients_create_describe_and_delete_topics() {
+    let tansu = Tansu::start();
+    let sidecar = Sidecar::start(&tansu.addr(), &[]);
+    let bootstrap = sidecar.bootstrap();
+    for client in ["confluent", "kafka-python"] {
+        let topic = format!("admin-{client}");
+        let admin = |args: &[&str]| {
+            let mut all = vec!["--bootstrap", bootstrap.as_str(), "--client", client];
+            all.extend_from_slice(args);
+            json(&python_ok("admin.py", &all))
+        };
+        admin(&["--partitions", "3", "create", &topic]);
+        let described = admin(&["describe", &topic]);
+        assert_eq!(described["topics"][&topic], 3, "{client}: {described}");
+        assert_eq!(described["brokers"], serde_json::json!([sidecar.broker_addr(111)]), "{client}: {described}");
+        admin(&["delete", &topic]);
+        let after = admin(&["describe", "--allow-missing", &topic]);
+        assert!(after["topics"].get(&topic).is_none(), "{client}: topic still there: {after}");
+    }
+}
+
+#[test]
+fn acks_zero_produce_does_not_stall() {
+    let tansu = Tansu::start();
+    let sidecar = Sidecar::start(&tansu.addr(), &[]);
+    let bootstrap = sidecar.bootstrap();
+    create_topics(&bootstrap, &["fire-and-forget"], 1);
+    for acks in ["0", "1", "all"] {
+        let out = python_ok(
+            "produce.py",
+            &[
+                "--bootstrap",
+                &bootstrap,
+                "--topic",
+                "fire-and-forget",
+                "--count",
+                "2000",
+                "--acks",
+                acks,
+                "--timeout",
+                "20",
+            ],
+        );
+        assert_eq!(json(&out)["delivered"], 2000, "acks={acks}: {out}");
+    }
+    // acks=0 gives no acknowledgement to wait for: the broker may still be appending the last
+    // batches, so read until everything is there (or the deadline passes), then require exactness.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let consumed = loop {
+        let out = expect_success(
+            "kcat -C",
+            &kcat(&["-b", &bootstrap, "-C", "-t", "fire-and-forget", "-o", "beginning", "-e", "-q"]),
+        );
+        let count = out.lines().count();
+        if count >= 6000 || Instant::now() > deadline {
+            break count;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(consumed, 6000, "every message exactly once");
+}
+
+#[test]
+fn every_mock_broker_is_reached_through_its_own_port() {
+    let cluster = MockCluster::start(3, &["spread"]);
+    let sidecar = Sidecar::start_with_env(&cluster.first_broker(), &[], &[("RUST_LOG", "kafka_sidecar=debug")]);
+    let bootstrap = sidecar.bootstrap();
+
+    let seen = kcat_broker_addresses(&bootstrap);
+    let expected: Vec<(i64, String)> =
+        cluster.brokers().iter().map(|(id, _)| (i64::from(*id), sidecar.broker_addr(*id as u16))).collect();
+    assert_eq!(seen, expected);
+
+    // Produce to and consume from every partition: the client must talk to each leader.
+    let partitions = cluster.leaders().iter().filter(|(topic, _, _)| topic == "spread").count();
+    let input: String = (0..400).map(|i| format!("v{i}\n")).collect();
+    expect_success("kcat -P", &kcat_with_input(&["-b", &bootstrap, "-P", "-t", "spread"], &input));
+    let consumed =
+        expect_success("kcat -C", &kcat(&["-b", &bootstrap, "-C", "-t", "spread", "-o", "beginning", "-e", "-q"]));
+    assert_eq!(consumed.lines().count(), 400);
+
+    // Each mock broker received connections through its own sidecar port.
+    for (node_id, addr) in cluster.brokers() {
+        let line = format!("broker={addr}");
+        assert!(
+            sidecar.wait_for_log(&line, Duration::from_secs(5)),
+            "no upstream connection to broker {node_id} ({addr}); {partitions} partitions\n{}",
+            sidecar.logs()
+        );
+    }
+}
