@@ -15,7 +15,7 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 
-use crate::wire::{DecodeError, Reader, Writer, response_body_offset};
+use crate::wire::{DecodeError, Reader, Splices, Writer, response_body_offset};
 
 pub use api_versions::clamp_limit;
 
@@ -104,7 +104,7 @@ pub(crate) struct Walk<'a> {
     pub body: usize,
     pub version: i16,
     pub advertised: &'a Advertised,
-    splices: Vec<(Range<usize>, BytesMut)>,
+    splices: Splices,
     pub brokers: Vec<Endpoint>,
     pub controller_id: Option<i32>,
     pub api: &'static str,
@@ -118,7 +118,7 @@ impl<'a> Walk<'a> {
             body,
             version,
             advertised,
-            splices: Vec::new(),
+            splices: Splices::default(),
             brokers: Vec::new(),
             controller_id: None,
             api,
@@ -132,8 +132,7 @@ impl<'a> Walk<'a> {
 
     /// Replaces body bytes `range` (reader positions) with `bytes`. Splices must come in order.
     pub fn splice(&mut self, range: Range<usize>, bytes: BytesMut) {
-        debug_assert!(self.splices.last().is_none_or(|(last, _)| last.end <= range.start + self.body));
-        self.splices.push(((range.start + self.body)..(range.end + self.body), bytes));
+        self.splices.replace((range.start + self.body)..(range.end + self.body), bytes);
     }
 
     /// Reads a broker's host and port at the reader's position and splices the sidecar's own
@@ -159,18 +158,7 @@ impl<'a> Walk<'a> {
     }
 
     fn finish(self) -> Rewritten {
-        let mut out = BytesMut::with_capacity(self.frame.len() + self.splices.len() * 16);
-        out.extend_from_slice(&[0; 4]);
-        let mut copied = 4;
-        for (range, bytes) in &self.splices {
-            out.extend_from_slice(&self.frame[copied..range.start]);
-            out.extend_from_slice(bytes);
-            copied = range.end;
-        }
-        out.extend_from_slice(&self.frame[copied..]);
-        let len = (out.len() - 4) as i32;
-        out[..4].copy_from_slice(&len.to_be_bytes());
-        Rewritten { frame: out.freeze(), brokers: self.brokers, controller_id: self.controller_id }
+        Rewritten { frame: self.splices.apply(self.frame), brokers: self.brokers, controller_id: self.controller_id }
     }
 }
 

@@ -7,7 +7,9 @@
 mod codec;
 mod cursor;
 mod header;
+mod splice;
 
 pub use codec::{DEFAULT_MAX_FRAME_BYTES, FrameCodec, FrameError};
 pub use cursor::{DecodeError, Reader, Writer};
 pub use header::{RequestHeader, api_name, peek_request_header, response_body_offset, response_correlation_id};
+pub use splice::Splices;
