@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::admin_retry::RetryPolicy;
 use crate::rewrite::Advertised;
 use crate::upstream::{Keepalive, SocketOptions, UpstreamConfig};
 use crate::wire::DEFAULT_MAX_FRAME_BYTES;
@@ -92,6 +93,20 @@ pub struct Settings {
     #[arg(long, env = "KAFKA_SIDECAR_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<String>,
 
+    /// First pause before re-sending an admin request answered NOT_CONTROLLER; it doubles, with
+    /// jitter [default: 100ms].
+    #[arg(long, env = "KAFKA_SIDECAR_ADMIN_RETRY_BACKOFF")]
+    pub admin_retry_backoff: Option<String>,
+
+    /// Longest pause between NOT_CONTROLLER retries [default: 1s].
+    #[arg(long, env = "KAFKA_SIDECAR_ADMIN_RETRY_BACKOFF_MAX")]
+    pub admin_retry_backoff_max: Option<String>,
+
+    /// Most time spent retrying one admin request; the request's own timeout_ms bounds it too
+    /// [default: 30s].
+    #[arg(long, env = "KAFKA_SIDECAR_ADMIN_RETRY_BUDGET")]
+    pub admin_retry_budget: Option<String>,
+
     /// Log format: human or json [default: human].
     #[arg(long, env = "KAFKA_SIDECAR_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -139,6 +154,9 @@ impl Settings {
             user_timeout: self.user_timeout.or(fallback.user_timeout),
             metadata_refresh: self.metadata_refresh.or(fallback.metadata_refresh),
             drain_timeout: self.drain_timeout.or(fallback.drain_timeout),
+            admin_retry_backoff: self.admin_retry_backoff.or(fallback.admin_retry_backoff),
+            admin_retry_backoff_max: self.admin_retry_backoff_max.or(fallback.admin_retry_backoff_max),
+            admin_retry_budget: self.admin_retry_budget.or(fallback.admin_retry_budget),
             log_format: self.log_format.or(fallback.log_format),
             log_level: self.log_level.or(fallback.log_level),
         }
@@ -165,6 +183,7 @@ pub struct Config {
     pub sockets: SocketOptions,
     pub metadata_refresh: Duration,
     pub drain_timeout: Duration,
+    pub admin_retry: RetryPolicy,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -267,6 +286,22 @@ impl Config {
             p.0.push(("metadata-refresh", "must be at least 100ms".into()));
         }
         let drain_timeout = p.duration("drain-timeout", s.drain_timeout.as_deref(), Duration::from_secs(25));
+        let admin_retry = RetryPolicy {
+            initial_backoff: p.duration(
+                "admin-retry-backoff",
+                s.admin_retry_backoff.as_deref(),
+                Duration::from_millis(100),
+            ),
+            max_backoff: p.duration(
+                "admin-retry-backoff-max",
+                s.admin_retry_backoff_max.as_deref(),
+                Duration::from_secs(1),
+            ),
+            budget: p.duration("admin-retry-budget", s.admin_retry_budget.as_deref(), Duration::from_secs(30)),
+        };
+        if admin_retry.initial_backoff.is_zero() || admin_retry.initial_backoff > admin_retry.max_backoff {
+            p.0.push(("admin-retry-backoff", "must be above 0 and at most --admin-retry-backoff-max".into()));
+        }
         let log_format = match s.log_format.as_deref().unwrap_or("human") {
             "human" => LogFormat::Human,
             "json" => LogFormat::Json,
@@ -291,6 +326,7 @@ impl Config {
             sockets: SocketOptions { keepalive, user_timeout: (!user_timeout.is_zero()).then_some(user_timeout) },
             metadata_refresh,
             drain_timeout,
+            admin_retry,
             log_format,
             log_level: s.log_level.unwrap_or_else(|| "info".into()),
         })

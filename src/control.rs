@@ -1,9 +1,11 @@
-//! The sidecar's own long-lived connection to the cluster, used to refresh metadata.
+//! The sidecar's own long-lived connections to the cluster: one that refreshes metadata, and one
+//! per broker ([`Links`]) for admin retries and targeted metadata reads.
 //!
-//! It refreshes periodically and whenever a session asks, so the broker map and controller id are
-//! always known. A broker may close the connection while it idles (`connections.max.idle.ms`):
-//! the next refresh then reconnects and retries once before it counts as a failure. Failures back
-//! off instead of retrying in a loop.
+//! Metadata is refreshed periodically and whenever a session asks, so the broker map and
+//! controller id are always known. A broker may close a connection while it idles
+//! (`connections.max.idle.ms`): a request that finds its connection stale reconnects and, when it
+//! had not been sent, goes again; a request that may have reached the broker is never re-sent.
+//! Failures back off instead of retrying in a loop.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +45,17 @@ pub enum ControlError {
     NoMetadataVersion,
     #[error("cannot encode request: {0}")]
     Encode(String),
+    #[error("broker {0} is not known")]
+    UnknownBroker(i32),
+    #[error("connection lost after the request was sent: {0}")]
+    LostInFlight(String),
+}
+
+impl ControlError {
+    /// Whether the request may have reached the broker (so it must not be sent again).
+    pub fn maybe_applied(&self) -> bool {
+        matches!(self, ControlError::LostInFlight(_))
+    }
 }
 
 /// Refreshes metadata until shutdown.
@@ -118,7 +131,11 @@ impl ControlConnection {
     async fn open(ctx: &Context) -> Result<Self, ControlError> {
         let mut addresses = ctx.config.bootstrap_servers.clone();
         addresses.extend(ctx.topology.addresses());
-        let (stream, addr) = upstream::connect_any(&addresses, &ctx.config.upstream, &ctx.config.sockets).await?;
+        Self::open_to(ctx, &addresses).await
+    }
+
+    async fn open_to(ctx: &Context, addresses: &[String]) -> Result<Self, ControlError> {
+        let (stream, addr) = upstream::connect_any(addresses, &ctx.config.upstream, &ctx.config.sockets).await?;
         tracing::debug!(%addr, "control connection open");
         let framed = Framed::new(stream, FrameCodec::responses(ctx.config.max_frame_bytes));
         let mut conn = ControlConnection { framed, metadata_version: MIN_METADATA_VERSION, next_correlation_id: 0 };
@@ -138,6 +155,34 @@ impl ControlConnection {
         let rewritten = rewrite::response(ApiKey::Metadata as i16, version, &frame, &ctx.config.advertised)?
             .expect("metadata responses are walked");
         Ok((rewritten.brokers, rewritten.controller_id))
+    }
+
+    /// Whether the broker has closed this idle connection (its end reads as closed right away).
+    async fn is_stale(&mut self) -> bool {
+        matches!(tokio::time::timeout(Duration::ZERO, self.framed.next()).await, Ok(None | Some(Err(_))))
+    }
+
+    /// Sends a client's request frame under a correlation id of this connection and returns the
+    /// answer with the client's correlation id restored.
+    async fn relay(&mut self, request: &[u8]) -> Result<Bytes, ControlError> {
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let correlation_id = self.next_correlation_id;
+        let mut frame = BytesMut::from(request);
+        frame[8..12].copy_from_slice(&correlation_id.to_be_bytes());
+        self.framed.send(frame.freeze()).await?;
+        let lost = |e: &dyn std::fmt::Display| ControlError::LostInFlight(e.to_string());
+        loop {
+            let answer = match self.framed.next().await {
+                None => return Err(lost(&"closed by the broker")),
+                Some(Err(e)) => return Err(lost(&e)),
+                Some(Ok(frame)) => frame,
+            };
+            if wire::response_correlation_id(&answer)? == correlation_id {
+                let mut answer = BytesMut::from(&answer[..]);
+                answer[4..8].copy_from_slice(&request[8..12]);
+                return Ok(answer.freeze());
+            }
+        }
     }
 
     async fn round_trip(
@@ -195,4 +240,66 @@ fn metadata_max_version(body: &[u8]) -> Result<i16, DecodeError> {
         }
     }
     Err(DecodeError::Invalid("broker does not list Metadata in ApiVersions"))
+}
+
+/// The sidecar's own long-lived connection to each broker, opened on first use.
+#[derive(Debug, Default)]
+pub struct Links {
+    by_node: std::sync::Mutex<std::collections::HashMap<i32, Arc<tokio::sync::Mutex<Option<ControlConnection>>>>>,
+}
+
+impl std::fmt::Debug for ControlConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlConnection").field("metadata_version", &self.metadata_version).finish()
+    }
+}
+
+impl Links {
+    fn link(&self, node_id: i32) -> Arc<tokio::sync::Mutex<Option<ControlConnection>>> {
+        self.by_node.lock().expect("links lock").entry(node_id).or_default().clone()
+    }
+
+    /// The connection to `node_id`, opened (or reopened, when the broker has closed it while
+    /// idle) as needed.
+    async fn connected(
+        &self,
+        ctx: &Context,
+        node_id: i32,
+    ) -> Result<tokio::sync::OwnedMutexGuard<Option<ControlConnection>>, ControlError> {
+        let mut slot = self.link(node_id).lock_owned().await;
+        if let Some(conn) = slot.as_mut()
+            && conn.is_stale().await
+        {
+            tracing::debug!(node_id, "broker closed the idle control connection; reconnecting");
+            *slot = None;
+        }
+        if slot.is_none() {
+            let address = ctx.topology.address(node_id).ok_or(ControlError::UnknownBroker(node_id))?;
+            *slot = Some(ControlConnection::open_to(ctx, &[address]).await?);
+        }
+        Ok(slot)
+    }
+
+    /// Reads metadata from broker `node_id`, teaches it to the topology and returns the
+    /// controller id it reports.
+    pub async fn controller_as_seen_by(&self, ctx: &Context, node_id: i32) -> Result<Option<i32>, ControlError> {
+        let mut slot = self.connected(ctx, node_id).await?;
+        let result = slot.as_mut().expect("connected").fetch_metadata(ctx).await;
+        if result.is_err() {
+            *slot = None;
+        }
+        let (brokers, controller_id) = result?;
+        ctx.topology.learn(&brokers, controller_id);
+        Ok(controller_id.filter(|id| *id >= 0))
+    }
+
+    /// Sends a client's request to broker `node_id` and returns its answer.
+    pub async fn forward(&self, ctx: &Context, node_id: i32, request: &[u8]) -> Result<Bytes, ControlError> {
+        let mut slot = self.connected(ctx, node_id).await?;
+        let result = slot.as_mut().expect("connected").relay(request).await;
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
 }

@@ -8,11 +8,13 @@
 //! - `upstream`: connecting to brokers and the socket options of every socket.
 //! - `listener`: the bootstrap listener and one listener per broker node id.
 //! - `session`: one client connection end to end, responses in request order.
-//! - `control`: the sidecar's own connection for metadata refresh.
+//! - `control`: the sidecar's own connections: metadata refresh, and one link per broker.
+//! - `admin_retry`: NOT_CONTROLLER (41) detection, retry against the controller, merging.
 //! - `telemetry`: metric names and the Prometheus recorder; `admin_http`: /metrics, /healthz, /readyz.
 //! - `server`: start-up, shared context and graceful shutdown.
 
 pub mod admin_http;
+pub mod admin_retry;
 pub mod config;
 pub mod control;
 pub mod listener;

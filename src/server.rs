@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::control::Links;
 use crate::listener::{BrokerListeners, Target};
 use crate::topology::Topology;
 use crate::{admin_http, control, listener};
@@ -25,6 +26,8 @@ pub struct Context {
     pub config: Config,
     pub topology: Topology,
     pub broker_listeners: BrokerListeners,
+    /// The sidecar's own connection to each broker (admin retries).
+    pub links: Links,
     /// Cancelled when the sidecar starts shutting down: listeners stop accepting, sessions stop
     /// reading new requests.
     pub shutdown: CancellationToken,
@@ -39,6 +42,7 @@ impl Context {
             config,
             topology: Topology::default(),
             broker_listeners: BrokerListeners::default(),
+            links: Links::default(),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             draining: AtomicBool::new(false),

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin_retry::{self, AdminRequest, RetryError};
 use crate::listener::{Target, ensure_broker_listener};
 use crate::rewrite::{self, RewriteError};
 use crate::server::Context;
@@ -40,8 +41,8 @@ struct InFlight {
     api_key: i16,
     api_version: i16,
     correlation_id: i32,
-    #[allow(dead_code)] // read by latency metrics
-    received: Instant,
+    /// The request itself, kept for controller-bound admin requests only, which may be re-sent.
+    admin: Option<AdminRequest>,
 }
 
 /// Serves one accepted client until either side closes or the sidecar shuts down.
@@ -51,7 +52,11 @@ pub async fn serve(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, targe
     let cause = match connect_upstream(&ctx, target).await {
         Ok((upstream, broker)) => {
             tracing::debug!(%peer, %broker, "upstream connected");
-            proxy(&ctx, client, upstream, peer).await
+            let answered_by = match target {
+                Target::Broker(node_id) => Some(node_id),
+                Target::Bootstrap => None,
+            };
+            proxy(&ctx, client, upstream, peer, answered_by).await
         }
         Err(error) => {
             tracing::warn!(%peer, ?target, %error, "no upstream connection; closing client");
@@ -80,7 +85,13 @@ async fn connect_upstream(ctx: &Context, target: Target) -> Result<(TcpStream, S
     result
 }
 
-async fn proxy(ctx: &Arc<Context>, client: TcpStream, upstream: TcpStream, peer: SocketAddr) -> DisconnectCause {
+async fn proxy(
+    ctx: &Arc<Context>,
+    client: TcpStream,
+    upstream: TcpStream,
+    peer: SocketAddr,
+    answered_by: Option<i32>,
+) -> DisconnectCause {
     let max_frame = ctx.config.max_frame_bytes;
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();
@@ -93,7 +104,7 @@ async fn proxy(ctx: &Arc<Context>, client: TcpStream, upstream: TcpStream, peer:
     let responses_done = CancellationToken::new();
     let forward = forward_requests(ctx, requests, to_broker, in_flight_tx, responses_done.clone(), peer);
     let answer = async {
-        let cause = return_responses(ctx, responses, to_client, in_flight_rx, peer).await;
+        let cause = return_responses(ctx, responses, to_client, in_flight_rx, peer, answered_by).await;
         responses_done.cancel();
         cause
     };
@@ -157,11 +168,23 @@ async fn forward_each_request(
             }
         };
         if expects_response {
+            let admin = match (ApiKey::try_from(header.api_key), header.body_offset) {
+                (Ok(api_key), Some(body_offset)) if admin_retry::granularity(header.api_key).is_some() => {
+                    Some(AdminRequest {
+                        api_key,
+                        api_version: header.api_version,
+                        frame: frame.clone(),
+                        body_offset,
+                        received: Instant::now(),
+                    })
+                }
+                _ => None,
+            };
             let entry = InFlight {
                 api_key: header.api_key,
                 api_version: header.api_version,
                 correlation_id: header.correlation_id,
-                received: Instant::now(),
+                admin,
             };
             if in_flight.send(entry).await.is_err() {
                 return None;
@@ -192,6 +215,7 @@ async fn return_responses(
     mut to_client: FrameWriter,
     mut in_flight: mpsc::Receiver<InFlight>,
     peer: SocketAddr,
+    answered_by: Option<i32>,
 ) -> Option<DisconnectCause> {
     let mut waiting: VecDeque<InFlight> = VecDeque::new();
     let mut requests_open = true;
@@ -245,6 +269,20 @@ async fn return_responses(
                 tracing::warn!(%peer, %error, "cannot rewrite broker response; closing client");
                 return Some(DisconnectCause::ProtocolError);
             }
+        };
+        // A retry holds back every later response: the client sees them in request order.
+        let frame = match &entry.admin {
+            None => frame,
+            Some(request) => match admin_retry::recover(ctx, request, frame, answered_by).await {
+                Ok(frame) => frame,
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "closing client connection");
+                    return Some(match error {
+                        RetryError::AnswerLost { .. } => DisconnectCause::RetryLost,
+                        RetryError::Malformed { .. } => DisconnectCause::ProtocolError,
+                    });
+                }
+            },
         };
         if let Err(error) = to_client.send(frame).await {
             tracing::debug!(%peer, %error, "client went away before its response");

@@ -18,6 +18,7 @@ pub const PROTOCOL_ERRORS: &str = "kafka_sidecar_protocol_errors_total";
 pub const UPSTREAM_CONNECTS: &str = "kafka_sidecar_upstream_connects_total";
 pub const STRAY_RESPONSES: &str = "kafka_sidecar_stray_responses_total";
 pub const METADATA_REFRESHES: &str = "kafka_sidecar_metadata_refreshes_total";
+pub const NOT_CONTROLLER_RETRIES: &str = "kafka_sidecar_not_controller_retries_total";
 pub const CONTROLLER_ID: &str = "kafka_sidecar_controller_id";
 pub const CONTROLLER_CHANGES: &str = "kafka_sidecar_controller_changes_total";
 pub const BROKER_LISTENERS: &str = "kafka_sidecar_broker_listeners";
@@ -30,6 +31,8 @@ pub enum DisconnectCause {
     BrokerClosed,
     ProtocolError,
     UpstreamUnavailable,
+    /// A retried admin request may have been applied but its answer was lost.
+    RetryLost,
     Shutdown,
 }
 
@@ -40,6 +43,7 @@ impl DisconnectCause {
             DisconnectCause::BrokerClosed => "broker_closed",
             DisconnectCause::ProtocolError => "protocol_error",
             DisconnectCause::UpstreamUnavailable => "upstream_unavailable",
+            DisconnectCause::RetryLost => "retry_lost",
             DisconnectCause::Shutdown => "shutdown",
         }
     }
@@ -65,6 +69,10 @@ fn describe_all() {
     describe_counter!(UPSTREAM_CONNECTS, "Connect attempts to brokers, by result.");
     describe_counter!(STRAY_RESPONSES, "Broker responses that matched no waiting request and were dropped.");
     describe_counter!(METADATA_REFRESHES, "Metadata refreshes on the sidecar's control connection, by result.");
+    describe_counter!(
+        NOT_CONTROLLER_RETRIES,
+        "Admin requests answered NOT_CONTROLLER and retried, by api and outcome (recovered, exhausted, lost)."
+    );
     describe_gauge!(CONTROLLER_ID, "Node id of the controller as last reported by the cluster.");
     describe_counter!(CONTROLLER_CHANGES, "Times the reported controller changed.");
     describe_gauge!(BROKER_LISTENERS, Unit::Count, "Per-broker listeners open.");
@@ -105,6 +113,10 @@ pub fn stray_response() {
 
 pub fn metadata_refresh(result: &'static str) {
     counter!(METADATA_REFRESHES, "result" => result).increment(1);
+}
+
+pub fn not_controller_retry(api: &'static str, outcome: &'static str) {
+    counter!(NOT_CONTROLLER_RETRIES, "api" => api, "outcome" => outcome).increment(1);
 }
 
 pub fn controller_changed(controller_id: i32) {

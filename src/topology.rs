@@ -62,6 +62,11 @@ impl Topology {
         self.state.read().expect("topology lock").brokers.get(&node_id).cloned()
     }
 
+    /// Every known broker's node id.
+    pub fn node_ids(&self) -> Vec<i32> {
+        self.state.read().expect("topology lock").brokers.keys().copied().collect()
+    }
+
     /// Every known broker address.
     pub fn addresses(&self) -> Vec<String> {
         self.state.read().expect("topology lock").brokers.values().cloned().collect()

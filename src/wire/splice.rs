@@ -24,6 +24,15 @@ impl Splices {
         self.replace(range, BytesMut::new());
     }
 
+    /// Appends another set of replacements that all come after this set's.
+    pub fn extend(&mut self, other: Splices) {
+        debug_assert!(match (self.edits.last(), other.edits.first()) {
+            (Some((last, _)), Some((first, _))) => last.end <= first.start,
+            _ => true,
+        });
+        self.edits.extend(other.edits);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.edits.is_empty()
     }

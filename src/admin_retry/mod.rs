@@ -1,0 +1,194 @@
+//! Transparent retry of controller-bound admin requests answered with NOT_CONTROLLER (41).
+//!
+//! A ZooKeeper-mode broker that is not the controller answers these requests with 41 before any
+//! validation. When a response carries 41 (per topic, partition or user, or at the top level,
+//! as each API reports it), the sidecar asks a broker other than the one that answered for the
+//! controller, re-sends only the failed entries to it over its own connection, merges the answers
+//! into the client's response in the original order, and repeats with backoff and jitter until
+//! no entry says 41 or the request's own timeout (capped by configuration) runs out; then the
+//! client gets the last real answer. Only explicit 41 answers are retried; a request that may have
+//! reached a broker whose connection then failed is never re-sent.
+
+mod layout;
+mod plan;
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+
+pub use layout::{Granularity, granularity};
+use layout::{RequestLayout, ResponseLayout};
+
+use crate::server::Context;
+use crate::telemetry;
+use crate::wire::{DecodeError, response_body_offset};
+
+/// How NOT_CONTROLLER retries back off and how long they may take in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Upper bound on the time spent retrying, whatever the request's own timeout.
+    pub budget: Duration,
+}
+
+/// The client request a response answers, as the retry needs it.
+#[derive(Debug, Clone)]
+pub struct AdminRequest {
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub frame: Bytes,
+    pub body_offset: usize,
+    pub received: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("malformed {api} v{version}: {source}")]
+    Malformed { api: &'static str, version: i16, source: DecodeError },
+    #[error("retried {api} request may have been applied but its answer was lost: {reason}")]
+    AnswerLost { api: &'static str, reason: String },
+}
+
+/// Returns the response the client should see: `response` itself unless it carries
+/// NOT_CONTROLLER, else the result of retrying against the controller. `answered_by` is the node
+/// id of the broker that answered, when known.
+pub async fn recover(
+    ctx: &Arc<Context>,
+    request: &AdminRequest,
+    response: Bytes,
+    answered_by: Option<i32>,
+) -> Result<Bytes, RetryError> {
+    let Some(granularity) = granularity(request.api_key as i16) else {
+        return Ok(response);
+    };
+    let first = read_response(request, &response)?;
+    if !plan::has_not_controller(&first) {
+        return Ok(response);
+    }
+    let requested = layout::request(request.api_key, request.api_version, &request.frame, request.body_offset)
+        .map_err(|source| malformed(request, source))?;
+    Retry { ctx, request, granularity, requested, answered_by }.run(response, first).await
+}
+
+struct Retry<'a> {
+    ctx: &'a Arc<Context>,
+    request: &'a AdminRequest,
+    granularity: Granularity,
+    requested: RequestLayout,
+    answered_by: Option<i32>,
+}
+
+impl Retry<'_> {
+    async fn run(self, mut current: Bytes, mut current_layout: ResponseLayout) -> Result<Bytes, RetryError> {
+        let api = crate::wire::api_name(self.request.api_key as i16);
+        let policy = self.ctx.config.admin_retry;
+        let deadline = self.request.received + self.budget(&policy);
+        let mut backoff = policy.initial_backoff;
+        let mut last_asked = self.answered_by;
+        let mut attempts = 0u32;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(api, attempts, "NOT_CONTROLLER retries exhausted; returning the last answer");
+                telemetry::not_controller_retry(api, "exhausted");
+                return Ok(current);
+            }
+            if attempts > 0 {
+                tokio::time::sleep(jittered(backoff).min(deadline - now)).await;
+                backoff = (backoff * 2).min(policy.max_backoff);
+            }
+            attempts += 1;
+            let Some(controller) = self.find_controller(last_asked).await else {
+                continue;
+            };
+            last_asked = Some(controller);
+            let retry_request = match self.granularity {
+                Granularity::TopLevel => self.request.frame.clone(),
+                Granularity::PerEntry => {
+                    let failed = plan::not_controller_paths(&current_layout);
+                    plan::subset_request(&self.request.frame, &self.requested, &failed)
+                }
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let answer = tokio::time::timeout(remaining, self.ctx.links.forward(self.ctx, controller, &retry_request));
+            let answer = match answer.await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(error)) if error.maybe_applied() => {
+                    telemetry::not_controller_retry(api, "lost");
+                    return Err(RetryError::AnswerLost { api, reason: error.to_string() });
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(api, controller, %error, "cannot reach the controller");
+                    continue;
+                }
+                Err(_) => {
+                    telemetry::not_controller_retry(api, "lost");
+                    let reason = "no answer before the request's deadline".to_owned();
+                    return Err(RetryError::AnswerLost { api, reason });
+                }
+            };
+            let answer_layout = read_response(self.request, &answer)?;
+            (current, current_layout) = match self.granularity {
+                Granularity::TopLevel => (answer, answer_layout),
+                Granularity::PerEntry => {
+                    let merged = plan::merge(&current, &current_layout, &answer, &answer_layout);
+                    let merged_layout = read_response(self.request, &merged)?;
+                    (merged, merged_layout)
+                }
+            };
+            if !plan::has_not_controller(&current_layout) {
+                tracing::debug!(api, attempts, controller, "NOT_CONTROLLER recovered");
+                telemetry::not_controller_retry(api, "recovered");
+                return Ok(current);
+            }
+        }
+    }
+
+    /// The request's own timeout, capped by the configured budget.
+    fn budget(&self, policy: &RetryPolicy) -> Duration {
+        match self.requested.timeout_ms {
+            Some(ms) if ms > 0 => Duration::from_millis(ms as u64).min(policy.budget),
+            _ => policy.budget,
+        }
+    }
+
+    /// Asks brokers other than `not_from` (the last one that answered 41, whose view of the
+    /// controller may be stale) which broker is the controller.
+    async fn find_controller(&self, not_from: Option<i32>) -> Option<i32> {
+        let mut candidates = self.ctx.topology.node_ids();
+        candidates.sort_by_key(|id| Some(*id) == not_from);
+        for node_id in candidates {
+            match self.ctx.links.controller_as_seen_by(self.ctx, node_id).await {
+                Ok(Some(controller)) => return Some(controller),
+                Ok(None) => {}
+                Err(error) => tracing::debug!(node_id, %error, "metadata refresh for retry failed"),
+            }
+        }
+        None
+    }
+}
+
+fn read_response(request: &AdminRequest, response: &[u8]) -> Result<ResponseLayout, RetryError> {
+    let body = response_body_offset(response, request.api_key, request.api_version)
+        .map_err(|source| malformed(request, source))?;
+    layout::response(request.api_key, request.api_version, response, body).map_err(|source| malformed(request, source))
+}
+
+fn malformed(request: &AdminRequest, source: DecodeError) -> RetryError {
+    RetryError::Malformed { api: crate::wire::api_name(request.api_key as i16), version: request.api_version, source }
+}
+
+/// A random duration between half of `backoff` and all of it.
+fn jittered(backoff: Duration) -> Duration {
+    let random = RandomState::new().hash_one(Instant::now());
+    let half = backoff / 2;
+    half + Duration::from_nanos(random % (half.as_nanos() as u64 + 1))
+}
+
+#[cfg(test)]
+mod tests;
