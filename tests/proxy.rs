@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
     FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest, MetadataResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use raw::{RawClient, raw_request};
+use raw::{RawClient, create_topics_v0, raw_request, read_topic_errors_v0};
 use support::{Sidecar, Tansu};
 
 fn broker_and_sidecar() -> (Tansu, Sidecar) {
@@ -22,38 +22,6 @@ fn broker_and_sidecar() -> (Tansu, Sidecar) {
 
 fn tansu_port(tansu: &Tansu) -> u16 {
     tansu.addr().rsplit_once(':').unwrap().1.parse().unwrap()
-}
-
-/// A CreateTopics v0 request as kafka-go's `Conn.CreateTopics` sends it (kafka-protocol 0.18 can
-/// no longer encode this version).
-fn create_topics_v0(correlation_id: i32, topic: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&1i32.to_be_bytes()); // topics
-    body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
-    body.extend_from_slice(topic.as_bytes());
-    body.extend_from_slice(&1i32.to_be_bytes()); // num_partitions
-    body.extend_from_slice(&1i16.to_be_bytes()); // replication_factor
-    body.extend_from_slice(&0i32.to_be_bytes()); // assignments
-    body.extend_from_slice(&0i32.to_be_bytes()); // configs
-    body.extend_from_slice(&10_000i32.to_be_bytes()); // timeout_ms
-    raw_request(19, 0, correlation_id, "kafka-go", &body)
-}
-
-/// Reads a CreateTopics v0 response: [(topic, error_code)].
-fn read_create_topics_v0(frame: &[u8]) -> (i32, Vec<(String, i16)>) {
-    let correlation_id = i32::from_be_bytes(frame[4..8].try_into().unwrap());
-    let mut pos = 8;
-    let count = i32::from_be_bytes(frame[pos..pos + 4].try_into().unwrap());
-    pos += 4;
-    let mut topics = Vec::new();
-    for _ in 0..count {
-        let len = i16::from_be_bytes(frame[pos..pos + 2].try_into().unwrap()) as usize;
-        let name = String::from_utf8(frame[pos + 2..pos + 2 + len].to_vec()).unwrap();
-        pos += 2 + len;
-        topics.push((name, i16::from_be_bytes(frame[pos..pos + 2].try_into().unwrap())));
-        pos += 2;
-    }
-    (correlation_id, topics)
 }
 
 #[test]
@@ -125,9 +93,9 @@ fn old_versions_kafka_go_sends_pass_through() {
 
     // kafka-go's Conn.CreateTopics(): CreateTopics v0, first for a new topic, then again.
     client.send_bytes(&create_topics_v0(7, "kafka-go-topic")).unwrap();
-    assert_eq!(read_create_topics_v0(&client.recv().unwrap()), (7, vec![("kafka-go-topic".into(), 0)]));
+    assert_eq!(read_topic_errors_v0(&client.recv().unwrap()), (7, vec![("kafka-go-topic".into(), 0)]));
     client.send_bytes(&create_topics_v0(8, "kafka-go-topic")).unwrap();
-    assert_eq!(read_create_topics_v0(&client.recv().unwrap()), (8, vec![("kafka-go-topic".into(), 36)]));
+    assert_eq!(read_topic_errors_v0(&client.recv().unwrap()), (8, vec![("kafka-go-topic".into(), 36)]));
 }
 
 #[test]

@@ -89,24 +89,30 @@ impl Retry<'_> {
         let policy = self.ctx.config.admin_retry;
         let deadline = self.request.received + self.budget(&policy);
         let mut backoff = policy.initial_backoff;
-        let mut last_asked = self.answered_by;
+        // Brokers that answered 41 in this recovery: while metadata still names one of them (a
+        // stale view), the request goes to a broker that has not said 41 yet. A ZooKeeper-mode
+        // broker answers 41 before doing anything, so trying one is harmless.
+        let mut said_not_controller: Vec<i32> = self.answered_by.into_iter().collect();
         let mut attempts = 0u32;
         loop {
-            let now = Instant::now();
-            if now >= deadline {
+            if attempts > 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(jittered(backoff).min(left)).await;
+                backoff = (backoff * 2).min(policy.max_backoff);
+            }
+            if Instant::now() >= deadline {
                 tracing::warn!(api, attempts, "NOT_CONTROLLER retries exhausted; returning the last answer");
                 telemetry::not_controller_retry(api, "exhausted");
                 return Ok(current);
             }
-            if attempts > 0 {
-                tokio::time::sleep(jittered(backoff).min(deadline - now)).await;
-                backoff = (backoff * 2).min(policy.max_backoff);
-            }
             attempts += 1;
-            let Some(controller) = self.find_controller(last_asked).await else {
+            let Some(reported) = self.find_controller(said_not_controller.last().copied()).await else {
                 continue;
             };
-            last_asked = Some(controller);
+            let controller = self.pick_target(reported, &mut said_not_controller);
+            if Instant::now() >= deadline {
+                continue;
+            }
             let retry_request = match self.granularity {
                 Granularity::TopLevel => self.request.frame.clone(),
                 Granularity::PerEntry => {
@@ -141,6 +147,7 @@ impl Retry<'_> {
                     (merged, merged_layout)
                 }
             };
+            said_not_controller.push(controller);
             if !plan::has_not_controller(&current_layout) {
                 tracing::debug!(api, attempts, controller, "NOT_CONTROLLER recovered");
                 telemetry::not_controller_retry(api, "recovered");
@@ -155,6 +162,21 @@ impl Retry<'_> {
             Some(ms) if ms > 0 => Duration::from_millis(ms as u64).min(policy.budget),
             _ => policy.budget,
         }
+    }
+
+    /// The reported controller, unless it already answered 41 in this recovery: then a broker
+    /// that has not. Once every broker has said 41 the controller has moved on: start afresh.
+    fn pick_target(&self, reported: i32, said_not_controller: &mut Vec<i32>) -> i32 {
+        if !said_not_controller.contains(&reported) {
+            return reported;
+        }
+        let mut untried = self.ctx.topology.node_ids();
+        untried.retain(|id| !said_not_controller.contains(id));
+        untried.sort_unstable();
+        untried.first().copied().unwrap_or_else(|| {
+            said_not_controller.clear();
+            reported
+        })
     }
 
     /// Asks brokers other than `not_from` (the last one that answered 41, whose view of the

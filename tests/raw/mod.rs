@@ -94,3 +94,45 @@ pub fn raw_request(api_key: i16, version: i16, correlation_id: i32, client_id: &
     frame[..4].copy_from_slice(&len.to_be_bytes());
     frame
 }
+
+/// A CreateTopics v0 request as kafka-go's `Conn.CreateTopics` sends it (kafka-protocol 0.18 can
+/// no longer encode this version).
+pub fn create_topics_v0(correlation_id: i32, topic: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&1i32.to_be_bytes()); // topics
+    body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes()); // num_partitions
+    body.extend_from_slice(&1i16.to_be_bytes()); // replication_factor
+    body.extend_from_slice(&0i32.to_be_bytes()); // assignments
+    body.extend_from_slice(&0i32.to_be_bytes()); // configs
+    body.extend_from_slice(&10_000i32.to_be_bytes()); // timeout_ms
+    raw_request(19, 0, correlation_id, "kafka-go", &body)
+}
+
+/// Reads a CreateTopics v0 or DeleteTopics v0 response: (correlation id, [(topic, error_code)]).
+pub fn read_topic_errors_v0(frame: &[u8]) -> (i32, Vec<(String, i16)>) {
+    let correlation_id = i32::from_be_bytes(frame[4..8].try_into().unwrap());
+    let mut pos = 8;
+    let count = i32::from_be_bytes(frame[pos..pos + 4].try_into().unwrap());
+    pos += 4;
+    let mut topics = Vec::new();
+    for _ in 0..count {
+        let len = i16::from_be_bytes(frame[pos..pos + 2].try_into().unwrap()) as usize;
+        let name = String::from_utf8(frame[pos + 2..pos + 2 + len].to_vec()).unwrap();
+        pos += 2 + len;
+        topics.push((name, i16::from_be_bytes(frame[pos..pos + 2].try_into().unwrap())));
+        pos += 2;
+    }
+    (correlation_id, topics)
+}
+
+/// A DeleteTopics v0 request (kafka-protocol 0.18 no longer encodes this version either).
+pub fn delete_topics_v0(correlation_id: i32, topic: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&10_000i32.to_be_bytes()); // timeout_ms
+    raw_request(20, 0, correlation_id, "kafka-go", &body)
+}
