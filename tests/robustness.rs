@@ -7,6 +7,8 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -19,9 +21,17 @@ use support::{Sidecar, Tansu};
 fn scripted_broker(answer: fn(&[u8]) -> Option<Vec<u8>>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    serve_scripted(listener, Arc::new(answer));
+    addr
+}
+
+type Script = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
+fn serve_scripted(listener: TcpListener, answer: Script) {
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
+            let answer = answer.clone();
             thread::spawn(move || {
                 loop {
                     let mut len = [0u8; 4];
@@ -43,7 +53,6 @@ fn scripted_broker(answer: fn(&[u8]) -> Option<Vec<u8>>) -> String {
             });
         }
     });
-    addr
 }
 
 fn response(correlation_id: &[u8], body: &[u8]) -> Vec<u8> {
@@ -76,11 +85,7 @@ fn malformed_response_closes_only_the_client_that_asked() {
         let client_id_len = i16::from_be_bytes([frame[12], frame[13]]) as usize;
         let client_id = &frame[14..14 + client_id_len];
         if api_key == 18 {
-            // ApiVersions v0: Metadata 0..1 only.
-            let mut body = 0i16.to_be_bytes().to_vec();
-            body.extend_from_slice(&1i32.to_be_bytes());
-            body.extend_from_slice(&[0, 3, 0, 0, 0, 1]);
-            return Some(response(correlation_id, &body));
+            return Some(api_versions_v0(correlation_id));
         }
         if client_id == b"evil" {
             let mut body = i32::MAX.to_be_bytes().to_vec();
@@ -111,12 +116,7 @@ fn broker_closing_mid_request_closes_the_client_cleanly() {
     let broker = scripted_broker(|frame| {
         let correlation_id = &frame[8..12];
         let api_key = i16::from_be_bytes([frame[4], frame[5]]);
-        (api_key == 18).then(|| {
-            let mut body = 0i16.to_be_bytes().to_vec();
-            body.extend_from_slice(&1i32.to_be_bytes());
-            body.extend_from_slice(&[0, 3, 0, 0, 0, 1]);
-            response(correlation_id, &body)
-        })
+        (api_key == 18).then(|| api_versions_v0(correlation_id))
     });
     let mut sidecar = Sidecar::start(&broker, &[]);
     for _ in 0..3 {
@@ -150,4 +150,69 @@ fn keepalive_runs_on_client_and_broker_sockets() {
         let seconds: u32 = armed.and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{what}: {text}"));
         assert!((30..=42).contains(&seconds), "{what}: keepalive armed at {seconds}s, expected ~42s:\n{text}");
     }
+}
+
+/// ApiVersions v0 answer offering Metadata v0–v1 only.
+fn api_versions_v0(correlation_id: &[u8]) -> Vec<u8> {
+    let mut body = 0i16.to_be_bytes().to_vec();
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&[0, 3, 0, 0, 0, 1]);
+    response(correlation_id, &body)
+}
+
+/// Metadata v1 answer listing brokers 1 and 2 at `ports`, with node 2 as controller.
+fn two_broker_metadata_v1(correlation_id: &[u8], ports: [u16; 2]) -> Vec<u8> {
+    let mut body = 2i32.to_be_bytes().to_vec();
+    for (node_id, port) in [(1i32, ports[0]), (2, ports[1])] {
+        body.extend_from_slice(&node_id.to_be_bytes());
+        body.extend_from_slice(&9i16.to_be_bytes());
+        body.extend_from_slice(b"127.0.0.1");
+        body.extend_from_slice(&i32::from(port).to_be_bytes());
+        body.extend_from_slice(&(-1i16).to_be_bytes());
+    }
+    body.extend_from_slice(&2i32.to_be_bytes()); // controller id
+    body.extend_from_slice(&0i32.to_be_bytes()); // topics
+    response(correlation_id, &body)
+}
+
+#[test]
+fn retried_admin_request_lost_in_flight_is_never_resent() {
+    // Node 1 answers CreateTopics with 41; node 2, the controller, hangs up on it. The sidecar
+    // cannot know whether node 2 created the topic, so it must not send it again.
+    let (one, two) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+    let ports = [one.local_addr().unwrap().port(), two.local_addr().unwrap().port()];
+    let creates_seen_by_controller = Arc::new(AtomicU32::new(0));
+    let script = |is_controller: bool, creates: Arc<AtomicU32>| -> Script {
+        Arc::new(move |frame: &[u8]| {
+            let correlation_id = &frame[8..12];
+            match i16::from_be_bytes([frame[4], frame[5]]) {
+                18 => Some(api_versions_v0(correlation_id)),
+                3 => Some(two_broker_metadata_v1(correlation_id, ports)),
+                19 if is_controller => {
+                    creates.fetch_add(1, Ordering::SeqCst);
+                    None
+                }
+                19 => {
+                    // CreateTopics v0 answer: ["lost", 41]
+                    let mut body = 1i32.to_be_bytes().to_vec();
+                    body.extend_from_slice(&4i16.to_be_bytes());
+                    body.extend_from_slice(b"lost");
+                    body.extend_from_slice(&41i16.to_be_bytes());
+                    Some(response(correlation_id, &body))
+                }
+                _ => None,
+            }
+        })
+    };
+    serve_scripted(one, script(false, creates_seen_by_controller.clone()));
+    serve_scripted(two, script(true, creates_seen_by_controller.clone()));
+    let sidecar = Sidecar::start(&format!("127.0.0.1:{}", ports[0]), &[]);
+    assert!(support::wait_for_port(&sidecar.broker_addr(1), Duration::from_secs(10)));
+
+    let mut client = RawClient::connect(&sidecar.broker_addr(1));
+    client.send_bytes(&raw::create_topics_v0(5, "lost")).unwrap();
+    assert!(client.is_closed_by_peer(), "the client is disconnected rather than answered with a guess");
+    assert!(sidecar.wait_for_log("may have been applied but its answer was lost", Duration::from_secs(5)));
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(creates_seen_by_controller.load(Ordering::SeqCst), 1, "sent to the controller exactly once");
 }
