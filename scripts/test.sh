@@ -35,7 +35,7 @@ run_step() {
 }
 
 run_step "cargo test" timeout --kill-after=30s "${KAFKA_SIDECAR_TEST_TIMEOUT:-45m}" \
-    cargo test --all-targets "$@"
+    cargo test --all-targets --no-fail-fast "$@"
 run_step "cargo clippy" cargo clippy --all-targets -- -D warnings
 run_step "cargo fmt" cargo fmt --check
 

@@ -152,9 +152,13 @@ fn every_mock_broker_is_reached_through_its_own_port() {
     // Produce to and consume from every partition: the client must talk to each leader.
     let partitions = cluster.leaders().iter().filter(|(topic, _, _)| topic == "spread").count();
     let input: String = (0..400).map(|i| format!("v{i}\n")).collect();
-    expect_success("kcat -P", &kcat_with_input(&["-b", &bootstrap, "-P", "-t", "spread"], &input));
-    let consumed =
-        expect_success("kcat -C", &kcat(&["-b", &bootstrap, "-C", "-t", "spread", "-o", "beginning", "-e", "-q"]));
+    // librdkafka connects to every broker, not only the leaders it needs.
+    let all_brokers = ["-X", "enable.sparse.connections=false"];
+    let produce = [&["-b", bootstrap.as_str(), "-P", "-t", "spread"][..], &all_brokers].concat();
+    expect_success("kcat -P", &kcat_with_input(&produce, &input));
+    let consume =
+        [&["-b", bootstrap.as_str(), "-C", "-t", "spread", "-o", "beginning", "-e", "-q"][..], &all_brokers].concat();
+    let consumed = expect_success("kcat -C", &kcat(&consume));
     assert_eq!(consumed.lines().count(), 400);
 
     // Each mock broker received connections through its own sidecar port.
