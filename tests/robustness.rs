@@ -216,3 +216,40 @@ fn retried_admin_request_lost_in_flight_is_never_resent() {
     thread::sleep(Duration::from_millis(500));
     assert_eq!(creates_seen_by_controller.load(Ordering::SeqCst), 1, "sent to the controller exactly once");
 }
+
+fn metric(sidecar: &Sidecar, series: &str) -> f64 {
+    let (_, text) = sidecar.admin_get("/metrics");
+    text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+#[test]
+fn control_connection_survives_a_broker_restart() {
+    let mut tansu = Tansu::start();
+    let sidecar = Sidecar::start(&tansu.addr(), &["--metadata-refresh", "200ms"]);
+    let refreshed = |sidecar: &Sidecar| metric(sidecar, "kafka_sidecar_metadata_refreshes_total{result=\"ok\"}");
+    thread::sleep(Duration::from_millis(500));
+    let before = refreshed(&sidecar);
+    assert!(before >= 1.0);
+
+    // The broker goes away, dropping the sidecar's idle control connection, and comes back.
+    tansu.restart();
+    thread::sleep(Duration::from_millis(1500));
+    let after = refreshed(&sidecar);
+    assert!(after >= before + 2.0, "refreshes resumed on a new connection: {before} then {after}");
+    let mut client = RawClient::connect(&sidecar.bootstrap());
+    let metadata: MetadataResponse = client.request(ApiKey::Metadata, 4, &MetadataRequest::default().with_topics(None));
+    assert_eq!(metadata.brokers[0].port, sidecar.broker_port_base() as i32 + 111);
+}
+
+#[test]
+fn invalid_configuration_exits_64_naming_each_setting() {
+    let output = support::sidecar_command()
+        .args(["--listen-host", "nowhere", "--keepalive-idle", "soon", "--log-format", "xml"])
+        .output()
+        .expect("run the sidecar");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for setting in ["--bootstrap-server", "--listen-host", "--keepalive-idle", "--log-format"] {
+        assert!(stderr.contains(setting), "{setting} not named in:\n{stderr}");
+    }
+}

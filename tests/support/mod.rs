@@ -274,38 +274,59 @@ pub struct Tansu {
 impl Tansu {
     /// Starts the broker named by `KAFKA_SIDECAR_TANSU` and waits until it answers ApiVersions.
     pub fn start() -> Tansu {
-        let bin = required_env_path("KAFKA_SIDECAR_TANSU", "the Tansu broker binary");
         let mut last_logs = String::new();
         for _ in 0..3 {
-            let port = free_port();
-            let addr = format!("127.0.0.1:{port}");
-            let url = format!("tcp://{addr}");
-            let (log, stdout, stderr) = LogFile::new("tansu");
-            let mut cmd = Command::new(&bin);
-            cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-                .args(["--storage-engine", "memory://tansu/"])
-                .stdin(Stdio::null())
-                .stdout(stdout)
-                .stderr(stderr)
-                .env("NO_COLOR", "1");
-            for var in ["CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY"] {
-                cmd.env_remove(var);
-            }
-            cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
-            let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-            let mut tansu = Tansu { child, addr, log };
-            match tansu.wait_ready() {
-                Ok(()) => return tansu,
-                Err(reason) => {
-                    last_logs = format!("{reason}\n{}", tansu.log.read());
-                    // Port taken between probing and binding: try another one.
-                    if !last_logs.contains("AddrInUse") && !last_logs.contains("Address already in use") {
-                        panic!("Tansu did not start: {last_logs}");
-                    }
-                }
+            match Tansu::start_on(free_port()) {
+                Ok(tansu) => return tansu,
+                // Port taken between probing and binding: try another one.
+                Err(logs) if logs.contains("AddrInUse") || logs.contains("Address already in use") => last_logs = logs,
+                Err(logs) => panic!("Tansu did not start: {logs}"),
             }
         }
         panic!("Tansu did not start after 3 attempts: {last_logs}");
+    }
+
+    /// Starts a broker on `port`; on failure returns why, with its output.
+    fn start_on(port: u16) -> Result<Tansu, String> {
+        let bin = required_env_path("KAFKA_SIDECAR_TANSU", "the Tansu broker binary");
+        let addr = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{addr}");
+        let (log, stdout, stderr) = LogFile::new("tansu");
+        let mut cmd = Command::new(&bin);
+        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .env("NO_COLOR", "1");
+        for var in ["CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY"] {
+            cmd.env_remove(var);
+        }
+        cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let mut tansu = Tansu { child, addr, log };
+        match tansu.wait_ready() {
+            Ok(()) => Ok(tansu),
+            Err(reason) => Err(format!("{reason}\n{}", tansu.log.read())),
+        }
+    }
+
+    /// Kills the broker and starts a fresh one (empty, in memory) on the same port, as a broker
+    /// restart looks to its clients.
+    pub fn restart(&mut self) {
+        kill_and_reap(&mut self.child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match Tansu::start_on(self.port()) {
+                Ok(fresh) => {
+                    let old = std::mem::replace(self, fresh);
+                    drop(old);
+                    return;
+                }
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(200)),
+                Err(logs) => panic!("Tansu did not restart on {}: {logs}", self.addr),
+            }
+        }
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
