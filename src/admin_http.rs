@@ -67,8 +67,10 @@ async fn respond(mut stream: TcpStream, ctx: &Context, metrics: &PrometheusHandl
     let (status, content_type, body) = match (method, path.split('?').next().unwrap_or("")) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
-        ("GET", "/readyz") if ctx.is_ready() => ("200 OK", "text/plain", "ready\n".to_owned()),
-        ("GET", "/readyz") => ("503 Service Unavailable", "text/plain", readiness_reason(ctx).to_owned()),
+        ("GET", "/readyz") => match ctx.not_ready_reason() {
+            None => ("200 OK", "text/plain", "ready\n".to_owned()),
+            Some(reason) => ("503 Service Unavailable", "text/plain", format!("not ready: {reason}\n")),
+        },
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
         _ => ("405 Method Not Allowed", "text/plain", "only GET\n".to_owned()),
     };
@@ -78,12 +80,4 @@ async fn respond(mut stream: TcpStream, ctx: &Context, metrics: &PrometheusHandl
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
-}
-
-fn readiness_reason(ctx: &Context) -> &'static str {
-    if ctx.shutdown.is_cancelled() {
-        "not ready: shutting down\n"
-    } else {
-        "not ready: no metadata from the cluster yet\n"
-    }
 }

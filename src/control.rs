@@ -69,6 +69,7 @@ pub async fn run(ctx: Arc<Context>) {
                     tracing::info!("metadata refresh recovered");
                 }
                 failures = 0;
+                ctx.topology.set_reachable(true);
                 telemetry::metadata_refresh("ok");
             }
             Err(error) => {
@@ -79,6 +80,7 @@ pub async fn run(ctx: Arc<Context>) {
                     tracing::debug!(%error, failures, "metadata refresh failed again");
                 }
                 failures += 1;
+                ctx.topology.set_reachable(false);
                 telemetry::metadata_refresh("error");
             }
         }
@@ -135,7 +137,8 @@ impl ControlConnection {
     }
 
     async fn open_to(ctx: &Context, addresses: &[String]) -> Result<Self, ControlError> {
-        let (stream, addr) = upstream::connect_any(addresses, &ctx.config.upstream, &ctx.config.sockets).await?;
+        let (stream, addr) =
+            upstream::connect_any(addresses, &ctx.config.upstream, &ctx.config.sockets, "control").await?;
         tracing::debug!(%addr, "control connection open");
         let framed = Framed::new(stream, FrameCodec::responses(ctx.config.max_frame_bytes));
         let mut conn = ControlConnection { framed, metadata_version: MIN_METADATA_VERSION, next_correlation_id: 0 };

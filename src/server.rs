@@ -49,9 +49,18 @@ impl Context {
         }
     }
 
-    /// Ready once metadata has been fetched, until shutdown begins.
-    pub fn is_ready(&self) -> bool {
-        self.topology.has_metadata() && !self.draining.load(Ordering::Relaxed)
+    /// Why the sidecar is not ready, or `None` when it is: ready once metadata has been fetched
+    /// and while the cluster is reachable, until shutdown begins.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.draining.load(Ordering::Relaxed) {
+            Some("shutting down")
+        } else if !self.topology.has_metadata() {
+            Some("no metadata from the cluster yet")
+        } else if !self.topology.is_reachable() {
+            Some("cluster unreachable")
+        } else {
+            None
+        }
     }
 }
 

@@ -3,9 +3,9 @@
 //! Two halves run side by side. `forward_requests` reads client frames, peeks each header, records
 //! an in-flight entry for every request that will be answered and forwards the frame unchanged.
 //! `return_responses` reads broker frames in order, pairs each with its in-flight entry by
-//! correlation id, rewrites the few responses that carry addresses or versions, and writes them to
-//! the client in request order. On shutdown the request half stops reading and the response half
-//! delivers what is still in flight.
+//! correlation id, rewrites the few responses that carry addresses or versions, retries admin
+//! requests answered NOT_CONTROLLER, and writes responses to the client in request order. On
+//! shutdown the request half stops reading and the response half delivers what is in flight.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -25,15 +25,15 @@ use crate::admin_retry::{self, AdminRequest, RetryError};
 use crate::listener::{Target, ensure_broker_listener};
 use crate::rewrite::{self, RewriteError};
 use crate::server::Context;
-use crate::telemetry::{self, DisconnectCause};
+use crate::telemetry::{self, Direction, DisconnectCause, RequestCounters, UpstreamConnection};
 use crate::upstream::{self, ConnectError};
-use crate::wire::{FrameCodec, FrameError, peek_request_header, response_correlation_id};
+use crate::wire::{FrameCodec, FrameError, peek_request_header, response_correlation_id, response_error_code};
 
 type FrameReader = FramedRead<OwnedReadHalf, FrameCodec>;
+type FrameWriter = FramedWrite<OwnedWriteHalf, FrameCodec>;
 
 /// How long a finished session waits for the broker to close its end.
 const UPSTREAM_LINGER: Duration = Duration::from_secs(2);
-type FrameWriter = FramedWrite<OwnedWriteHalf, FrameCodec>;
 
 /// A request sent upstream whose response has not come back yet.
 #[derive(Debug)]
@@ -41,22 +41,32 @@ struct InFlight {
     api_key: i16,
     api_version: i16,
     correlation_id: i32,
+    received: Instant,
     /// The request itself, kept for controller-bound admin requests only, which may be re-sent.
     admin: Option<AdminRequest>,
 }
 
+/// What one client connection is: who it is and which broker it is bound to.
+struct Session {
+    ctx: Arc<Context>,
+    peer: SocketAddr,
+    /// The broker node this connection reaches (`None` for the bootstrap listener).
+    node_id: Option<i32>,
+}
+
 /// Serves one accepted client until either side closes or the sidecar shuts down.
 pub async fn serve(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, target: Target) {
+    let node_id = match target {
+        Target::Broker(node_id) => Some(node_id),
+        Target::Bootstrap => None,
+    };
+    let session = Session { ctx, peer, node_id };
+    let started = Instant::now();
     telemetry::client_connected();
-    tracing::debug!(%peer, ?target, "client connected");
-    let cause = match connect_upstream(&ctx, target).await {
+    let cause = match session.connect_upstream().await {
         Ok((upstream, broker)) => {
             tracing::debug!(%peer, %broker, "upstream connected");
-            let answered_by = match target {
-                Target::Broker(node_id) => Some(node_id),
-                Target::Bootstrap => None,
-            };
-            proxy(&ctx, client, upstream, peer, answered_by).await
+            session.proxy(client, upstream).await
         }
         Err(error) => {
             tracing::warn!(%peer, ?target, %error, "no upstream connection; closing client");
@@ -64,136 +74,262 @@ pub async fn serve(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, targe
         }
     };
     telemetry::client_disconnected(cause);
-    tracing::debug!(%peer, cause = cause.as_str(), "client disconnected");
+    tracing::info!(%peer, node = %telemetry::node_label(node_id), cause = cause.as_str(), duration = ?started.elapsed(), "client connection closed");
 }
 
-async fn connect_upstream(ctx: &Context, target: Target) -> Result<(TcpStream, String), ConnectError> {
-    let config = &ctx.config;
-    let addresses = match target {
-        Target::Bootstrap => {
-            let mut addresses = config.bootstrap_servers.clone();
-            addresses.extend(ctx.topology.addresses());
-            addresses
+impl Session {
+    async fn connect_upstream(&self) -> Result<(TcpStream, String), ConnectError> {
+        let ctx = &self.ctx;
+        let addresses = match self.node_id {
+            None => {
+                let mut addresses = ctx.config.bootstrap_servers.clone();
+                addresses.extend(ctx.topology.addresses());
+                addresses
+            }
+            Some(node_id) => ctx.topology.address(node_id).into_iter().collect(),
+        };
+        let node = telemetry::node_label(self.node_id);
+        let result = upstream::connect_any(&addresses, &ctx.config.upstream, &ctx.config.sockets, &node).await;
+        if result.is_err() && self.node_id.is_some() {
+            // The broker may have moved: learn its new address for the client's retry.
+            ctx.topology.request_refresh();
         }
-        Target::Broker(node_id) => ctx.topology.address(node_id).into_iter().collect(),
-    };
-    let result = upstream::connect_any(&addresses, &config.upstream, &config.sockets).await;
-    if result.is_err() && matches!(target, Target::Broker(_)) {
-        // The broker may have moved: learn its new address for the client's retry.
-        ctx.topology.request_refresh();
+        result
     }
-    result
-}
 
-async fn proxy(
-    ctx: &Arc<Context>,
-    client: TcpStream,
-    upstream: TcpStream,
-    peer: SocketAddr,
-    answered_by: Option<i32>,
-) -> DisconnectCause {
-    let max_frame = ctx.config.max_frame_bytes;
-    let (client_read, client_write) = client.into_split();
-    let (upstream_read, upstream_write) = upstream.into_split();
-    let requests = FramedRead::new(client_read, FrameCodec::requests(max_frame));
-    let to_broker = FramedWrite::new(upstream_write, FrameCodec::requests(max_frame));
-    let responses = FramedRead::new(upstream_read, FrameCodec::responses(max_frame));
-    let to_client = FramedWrite::new(client_write, FrameCodec::responses(max_frame));
+    async fn proxy(&self, client: TcpStream, upstream: TcpStream) -> DisconnectCause {
+        let _open = UpstreamConnection::open(&telemetry::node_label(self.node_id));
+        let max_frame = self.ctx.config.max_frame_bytes;
+        let (client_read, client_write) = client.into_split();
+        let (upstream_read, upstream_write) = upstream.into_split();
+        let requests = FramedRead::new(client_read, FrameCodec::requests(max_frame));
+        let to_broker = FramedWrite::new(upstream_write, FrameCodec::requests(max_frame));
+        let responses = FramedRead::new(upstream_read, FrameCodec::responses(max_frame));
+        let to_client = FramedWrite::new(client_write, FrameCodec::responses(max_frame));
 
-    let (in_flight_tx, in_flight_rx) = mpsc::channel(ctx.config.max_inflight);
-    let responses_done = CancellationToken::new();
-    let forward = forward_requests(ctx, requests, to_broker, in_flight_tx, responses_done.clone(), peer);
-    let answer = async {
-        let cause = return_responses(ctx, responses, to_client, in_flight_rx, peer, answered_by).await;
-        responses_done.cancel();
+        let (in_flight_tx, in_flight_rx) = mpsc::channel(self.ctx.config.max_inflight);
+        let responses_done = CancellationToken::new();
+        let forward = self.forward_requests(requests, to_broker, in_flight_tx, responses_done.clone());
+        let answer = async {
+            let cause = self.return_responses(responses, to_client, in_flight_rx).await;
+            responses_done.cancel();
+            cause
+        };
+        let (request_end, response_end) = tokio::join!(forward, answer);
+        request_end.or(response_end).unwrap_or(DisconnectCause::ClientClosed)
+    }
+
+    /// Client → broker. Returns why it stopped, or `None` when the response half stopped first.
+    ///
+    /// When the client is done (or the sidecar shuts down) the broker side is half-closed, so the
+    /// broker processes every forwarded request and then closes its end.
+    async fn forward_requests(
+        &self,
+        requests: FrameReader,
+        mut to_broker: FrameWriter,
+        in_flight: mpsc::Sender<InFlight>,
+        responses_done: CancellationToken,
+    ) -> Option<DisconnectCause> {
+        let cause = self.forward_each_request(requests, &mut to_broker, in_flight, responses_done).await;
+        if matches!(cause, Some(DisconnectCause::ClientClosed | DisconnectCause::Shutdown | DisconnectCause::Idle)) {
+            let _ = to_broker.close().await;
+        }
         cause
-    };
-    let (request_end, response_end) = tokio::join!(forward, answer);
-    request_end.or(response_end).unwrap_or(DisconnectCause::ClientClosed)
-}
-
-/// Client → broker. Returns why it stopped, or `None` when the response half stopped first.
-///
-/// When the client is done (or the sidecar shuts down) the broker side is half-closed, so the
-/// broker processes every forwarded request and then closes its end.
-async fn forward_requests(
-    ctx: &Context,
-    requests: FrameReader,
-    mut to_broker: FrameWriter,
-    in_flight: mpsc::Sender<InFlight>,
-    responses_done: CancellationToken,
-    peer: SocketAddr,
-) -> Option<DisconnectCause> {
-    let cause = forward_each_request(ctx, requests, &mut to_broker, in_flight, responses_done, peer).await;
-    if matches!(cause, Some(DisconnectCause::ClientClosed | DisconnectCause::Shutdown)) {
-        let _ = to_broker.close().await;
     }
-    cause
-}
 
-async fn forward_each_request(
-    ctx: &Context,
-    mut requests: FrameReader,
-    to_broker: &mut FrameWriter,
-    in_flight: mpsc::Sender<InFlight>,
-    responses_done: CancellationToken,
-    peer: SocketAddr,
-) -> Option<DisconnectCause> {
-    loop {
-        let frame = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return Some(DisconnectCause::Shutdown),
-            _ = responses_done.cancelled() => return None,
-            frame = requests.next() => frame,
-        };
-        let frame = match frame {
-            None => return Some(DisconnectCause::ClientClosed),
-            Some(Ok(frame)) => frame,
-            Some(Err(error)) => return Some(client_frame_error(&error, peer)),
-        };
-        let header = match peek_request_header(&frame) {
-            Ok(header) => header,
-            Err(error) => {
-                telemetry::protocol_error("bad_request_header");
-                tracing::warn!(%peer, %error, "malformed request header; closing client");
-                return Some(DisconnectCause::ProtocolError);
-            }
-        };
-        telemetry::request(header.api_key);
-        let expects_response = match header.expects_response(&frame) {
-            Ok(expects) => expects,
-            Err(error) => {
-                telemetry::protocol_error("bad_request_body");
-                tracing::warn!(%peer, client_id = header.client_id(&frame), %error, "malformed produce request; closing client");
-                return Some(DisconnectCause::ProtocolError);
-            }
-        };
-        if expects_response {
-            let admin = match (ApiKey::try_from(header.api_key), header.body_offset) {
-                (Ok(api_key), Some(body_offset)) if admin_retry::granularity(header.api_key).is_some() => {
-                    Some(AdminRequest {
-                        api_key,
-                        api_version: header.api_version,
-                        frame: frame.clone(),
-                        body_offset,
-                        received: Instant::now(),
-                    })
+    async fn forward_each_request(
+        &self,
+        mut requests: FrameReader,
+        to_broker: &mut FrameWriter,
+        in_flight: mpsc::Sender<InFlight>,
+        responses_done: CancellationToken,
+    ) -> Option<DisconnectCause> {
+        let (ctx, peer) = (&self.ctx, self.peer);
+        let mut counters = RequestCounters::new(telemetry::node_label(self.node_id));
+        let idle_timeout = ctx.config.client_idle_timeout;
+        loop {
+            let next = requests.next();
+            let frame = tokio::select! {
+                _ = ctx.shutdown.cancelled() => return Some(DisconnectCause::Shutdown),
+                _ = responses_done.cancelled() => return None,
+                _ = idle(idle_timeout) => return Some(DisconnectCause::Idle),
+                frame = next => frame,
+            };
+            let frame = match frame {
+                None => return Some(DisconnectCause::ClientClosed),
+                Some(Ok(frame)) => frame,
+                Some(Err(error)) => return Some(client_frame_error(&error, peer)),
+            };
+            let received = Instant::now();
+            telemetry::bytes(Direction::ClientToSidecar, frame.len());
+            let header = match peek_request_header(&frame) {
+                Ok(header) => header,
+                Err(error) => {
+                    telemetry::protocol_error("bad_request_header");
+                    tracing::warn!(%peer, %error, "malformed request header; closing client");
+                    return Some(DisconnectCause::ProtocolError);
                 }
-                _ => None,
             };
-            let entry = InFlight {
-                api_key: header.api_key,
-                api_version: header.api_version,
-                correlation_id: header.correlation_id,
-                admin,
+            counters.count(header.api_key);
+            let expects_response = match header.expects_response(&frame) {
+                Ok(expects) => expects,
+                Err(error) => {
+                    telemetry::protocol_error("bad_request_body");
+                    let client_id = header.client_id(&frame);
+                    tracing::warn!(%peer, client_id, %error, "malformed produce request; closing client");
+                    return Some(DisconnectCause::ProtocolError);
+                }
             };
-            if in_flight.send(entry).await.is_err() {
+            if expects_response {
+                let admin = match (ApiKey::try_from(header.api_key), header.body_offset) {
+                    (Ok(api_key), Some(body_offset)) if admin_retry::granularity(header.api_key).is_some() => {
+                        let api_version = header.api_version;
+                        Some(AdminRequest { api_key, api_version, frame: frame.clone(), body_offset, received })
+                    }
+                    _ => None,
+                };
+                let entry = InFlight {
+                    api_key: header.api_key,
+                    api_version: header.api_version,
+                    correlation_id: header.correlation_id,
+                    received,
+                    admin,
+                };
+                if in_flight.send(entry).await.is_err() {
+                    return None;
+                }
+            }
+            let len = frame.len();
+            if let Err(error) = to_broker.send(frame).await {
+                tracing::info!(%peer, %error, "broker connection lost while forwarding");
+                return Some(DisconnectCause::BrokerClosed);
+            }
+            telemetry::bytes(Direction::SidecarToBroker, len);
+        }
+    }
+
+    /// Broker → client. Returns why it stopped, or `None` once every request was answered after
+    /// the request half stopped.
+    async fn return_responses(
+        &self,
+        mut responses: FrameReader,
+        mut to_client: FrameWriter,
+        mut in_flight: mpsc::Receiver<InFlight>,
+    ) -> Option<DisconnectCause> {
+        let peer = self.peer;
+        let mut waiting: VecDeque<InFlight> = VecDeque::new();
+        let mut requests_open = true;
+        loop {
+            if !requests_open && waiting.is_empty() {
+                linger(&mut responses).await;
                 return None;
             }
+            let frame = tokio::select! {
+                biased;
+                entry = in_flight.recv(), if requests_open => {
+                    match entry {
+                        Some(entry) => waiting.push_back(entry),
+                        None => requests_open = false,
+                    }
+                    continue;
+                }
+                frame = responses.next() => frame,
+            };
+            let frame = match frame {
+                None => return Some(DisconnectCause::BrokerClosed),
+                Some(Ok(frame)) => frame,
+                Some(Err(FrameError::Io(error))) => {
+                    if error.kind() == std::io::ErrorKind::TimedOut {
+                        telemetry::upstream_timeout();
+                    }
+                    tracing::info!(%peer, %error, "broker connection lost");
+                    return Some(DisconnectCause::BrokerClosed);
+                }
+                Some(Err(error)) => {
+                    telemetry::protocol_error(error.kind());
+                    tracing::warn!(%peer, %error, "malformed broker response; closing client");
+                    return Some(DisconnectCause::ProtocolError);
+                }
+            };
+            telemetry::bytes(Direction::BrokerToSidecar, frame.len());
+            // The request was queued before it was sent, so its entry is already in the channel.
+            while let Ok(entry) = in_flight.try_recv() {
+                waiting.push_back(entry);
+            }
+            let Ok(correlation_id) = response_correlation_id(&frame) else {
+                return Some(DisconnectCause::ProtocolError);
+            };
+            if waiting.front().is_none_or(|entry| entry.correlation_id != correlation_id) {
+                // Some brokers answer acks=0 produce requests anyway; no client waits for that.
+                telemetry::stray_response();
+                tracing::debug!(%peer, correlation_id, "dropping response that matches no waiting request");
+                continue;
+            }
+            let entry = waiting.pop_front().expect("front checked");
+            let frame = match self.answer(&entry, frame).await {
+                Ok(frame) => frame,
+                Err(cause) => return Some(cause),
+            };
+            let len = frame.len();
+            if let Err(error) = to_client.send(frame).await {
+                tracing::debug!(%peer, %error, "client went away before its response");
+                return Some(DisconnectCause::ClientClosed);
+            }
+            telemetry::bytes(Direction::SidecarToClient, len);
+            telemetry::request_duration(entry.api_key, entry.received.elapsed());
         }
-        if let Err(error) = to_broker.send(frame).await {
-            tracing::info!(%peer, %error, "broker connection lost while forwarding");
-            return Some(DisconnectCause::BrokerClosed);
+    }
+
+    /// The response the client gets for `entry`: rewritten where it carries addresses or
+    /// versions, retried where it says NOT_CONTROLLER. A retry holds back every later response,
+    /// so the client sees them in request order.
+    async fn answer(&self, entry: &InFlight, frame: Bytes) -> Result<Bytes, DisconnectCause> {
+        let peer = self.peer;
+        if let Some(request) = &entry.admin {
+            return admin_retry::recover(&self.ctx, request, frame, self.node_id).await.map_err(|error| {
+                tracing::warn!(%peer, %error, "closing client connection");
+                match error {
+                    RetryError::AnswerLost { .. } => DisconnectCause::RetryLost,
+                    RetryError::Malformed { .. } => DisconnectCause::ProtocolError,
+                }
+            });
         }
+        if let Some(code) = response_error_code(entry.api_key, entry.api_version, &frame) {
+            telemetry::response_error(entry.api_key, code);
+        }
+        self.rewrite(entry, frame).map_err(|error| {
+            telemetry::protocol_error("bad_response_body");
+            tracing::warn!(%peer, %error, "cannot rewrite broker response; closing client");
+            DisconnectCause::ProtocolError
+        })
+    }
+
+    /// Rewrites a response that carries addresses or versions and learns from it; others pass
+    /// as they are.
+    fn rewrite(&self, entry: &InFlight, frame: Bytes) -> Result<Bytes, RewriteError> {
+        let ctx = &self.ctx;
+        let Some(rewritten) = rewrite::response(entry.api_key, entry.api_version, &frame, &ctx.config.advertised)?
+        else {
+            return Ok(frame);
+        };
+        if !rewritten.brokers.is_empty() || rewritten.controller_id.is_some() {
+            ctx.topology.learn(&rewritten.brokers, rewritten.controller_id);
+        }
+        if entry.api_key == ApiKey::Metadata as i16 {
+            ctx.topology.metadata_received();
+        }
+        for broker in &rewritten.brokers {
+            ensure_broker_listener(ctx, broker.node_id);
+        }
+        Ok(rewritten.frame)
+    }
+}
+
+/// Resolves after `timeout` without a request, or never when idle timeouts are off.
+async fn idle(timeout: Option<Duration>) {
+    match timeout {
+        Some(timeout) => tokio::time::sleep(timeout).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -207,90 +343,6 @@ fn client_frame_error(error: &FrameError, peer: SocketAddr) -> DisconnectCause {
     DisconnectCause::ProtocolError
 }
 
-/// Broker → client. Returns why it stopped, or `None` once every request was answered after the
-/// request half stopped.
-async fn return_responses(
-    ctx: &Arc<Context>,
-    mut responses: FrameReader,
-    mut to_client: FrameWriter,
-    mut in_flight: mpsc::Receiver<InFlight>,
-    peer: SocketAddr,
-    answered_by: Option<i32>,
-) -> Option<DisconnectCause> {
-    let mut waiting: VecDeque<InFlight> = VecDeque::new();
-    let mut requests_open = true;
-    loop {
-        if !requests_open && waiting.is_empty() {
-            linger(&mut responses).await;
-            return None;
-        }
-        let frame = tokio::select! {
-            biased;
-            entry = in_flight.recv(), if requests_open => {
-                match entry {
-                    Some(entry) => waiting.push_back(entry),
-                    None => requests_open = false,
-                }
-                continue;
-            }
-            frame = responses.next() => frame,
-        };
-        let frame = match frame {
-            None => return Some(DisconnectCause::BrokerClosed),
-            Some(Ok(frame)) => frame,
-            Some(Err(FrameError::Io(error))) => {
-                tracing::info!(%peer, %error, "broker connection lost");
-                return Some(DisconnectCause::BrokerClosed);
-            }
-            Some(Err(error)) => {
-                telemetry::protocol_error(error.kind());
-                tracing::warn!(%peer, %error, "malformed broker response; closing client");
-                return Some(DisconnectCause::ProtocolError);
-            }
-        };
-        // The request was queued before it was sent, so its entry is already in the channel.
-        while let Ok(entry) = in_flight.try_recv() {
-            waiting.push_back(entry);
-        }
-        let Ok(correlation_id) = response_correlation_id(&frame) else {
-            return Some(DisconnectCause::ProtocolError);
-        };
-        if waiting.front().is_none_or(|entry| entry.correlation_id != correlation_id) {
-            // Some brokers answer acks=0 produce requests anyway; no client waits for that.
-            telemetry::stray_response();
-            tracing::debug!(%peer, correlation_id, "dropping response that matches no waiting request");
-            continue;
-        }
-        let entry = waiting.pop_front().expect("front checked");
-        let frame = match rewrite_response(ctx, &entry, frame) {
-            Ok(frame) => frame,
-            Err(error) => {
-                telemetry::protocol_error("bad_response_body");
-                tracing::warn!(%peer, %error, "cannot rewrite broker response; closing client");
-                return Some(DisconnectCause::ProtocolError);
-            }
-        };
-        // A retry holds back every later response: the client sees them in request order.
-        let frame = match &entry.admin {
-            None => frame,
-            Some(request) => match admin_retry::recover(ctx, request, frame, answered_by).await {
-                Ok(frame) => frame,
-                Err(error) => {
-                    tracing::warn!(%peer, %error, "closing client connection");
-                    return Some(match error {
-                        RetryError::AnswerLost { .. } => DisconnectCause::RetryLost,
-                        RetryError::Malformed { .. } => DisconnectCause::ProtocolError,
-                    });
-                }
-            },
-        };
-        if let Err(error) = to_client.send(frame).await {
-            tracing::debug!(%peer, %error, "client went away before its response");
-            return Some(DisconnectCause::ClientClosed);
-        }
-    }
-}
-
 /// Reads what the broker still sends after the last answered request (answers to acks=0 produce
 /// requests from brokers that send them) until it closes its half-closed end. Closing a socket
 /// with unread data would reset the connection and could make the broker drop requests it has
@@ -302,22 +354,4 @@ async fn linger(responses: &mut FrameReader) {
         }
     };
     let _ = tokio::time::timeout(UPSTREAM_LINGER, drain).await;
-}
-
-/// Rewrites a response that carries addresses or versions and learns from it; others pass as
-/// they are.
-fn rewrite_response(ctx: &Arc<Context>, entry: &InFlight, frame: Bytes) -> Result<Bytes, RewriteError> {
-    let Some(rewritten) = rewrite::response(entry.api_key, entry.api_version, &frame, &ctx.config.advertised)? else {
-        return Ok(frame);
-    };
-    if !rewritten.brokers.is_empty() || rewritten.controller_id.is_some() {
-        ctx.topology.learn(&rewritten.brokers, rewritten.controller_id);
-    }
-    if entry.api_key == ApiKey::Metadata as i16 {
-        ctx.topology.metadata_received();
-    }
-    for broker in &rewritten.brokers {
-        ensure_broker_listener(ctx, broker.node_id);
-    }
-    Ok(rewritten.frame)
 }

@@ -23,6 +23,8 @@ struct State {
     brokers: HashMap<i32, String>,
     controller_id: Option<i32>,
     metadata_seen: bool,
+    /// Whether the last metadata refresh of the control connection reached the cluster.
+    reachable: bool,
 }
 
 impl Topology {
@@ -51,6 +53,15 @@ impl Topology {
     /// Marks that a full metadata response has been seen (readiness).
     pub fn metadata_received(&self) {
         self.state.write().expect("topology lock").metadata_seen = true;
+    }
+
+    /// Records whether the control connection's last refresh reached the cluster.
+    pub fn set_reachable(&self, reachable: bool) {
+        self.state.write().expect("topology lock").reachable = reachable;
+    }
+
+    pub fn is_reachable(&self) -> bool {
+        self.state.read().expect("topology lock").reachable
     }
 
     pub fn has_metadata(&self) -> bool {

@@ -5,11 +5,13 @@
 //! timeout and exponential backoff between rounds; it never retries in a tight loop.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout};
+
+use crate::telemetry;
 
 /// TCP keepalive knobs: probes start after `idle`, repeat every `interval`, give up after `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,11 +92,13 @@ pub async fn connect(addr: &str, config: &UpstreamConfig, options: &SocketOption
 }
 
 /// Tries every address in order, for up to `connect_attempts` rounds with doubling backoff
-/// between rounds. Returns the stream and the address it reached.
+/// between rounds. Returns the stream and the address it reached. `node` labels the attempts in
+/// metrics.
 pub async fn connect_any(
     addrs: &[String],
     config: &UpstreamConfig,
     options: &SocketOptions,
+    node: &str,
 ) -> Result<(TcpStream, String), ConnectError> {
     let mut last_error = ConnectError::NoAddress;
     let mut backoff = config.connect_backoff;
@@ -104,13 +108,14 @@ pub async fn connect_any(
             backoff = (backoff * 2).min(config.connect_backoff * 10);
         }
         for addr in addrs {
+            let started = Instant::now();
             match connect(addr, config, options).await {
                 Ok(stream) => {
-                    crate::telemetry::upstream_connect("ok");
+                    telemetry::upstream_connect(node, "ok", started.elapsed());
                     return Ok((stream, addr.clone()));
                 }
                 Err(e) => {
-                    crate::telemetry::upstream_connect(e.kind());
+                    telemetry::upstream_connect(node, e.kind(), started.elapsed());
                     tracing::debug!(error = %e, "upstream connect attempt failed");
                     last_error = e;
                 }
@@ -159,7 +164,7 @@ mod tests {
             connect_attempts: 2,
             connect_backoff: Duration::from_millis(10),
         };
-        let err = connect_any(std::slice::from_ref(&addr), &config, &OPTIONS).await.unwrap_err();
+        let err = connect_any(std::slice::from_ref(&addr), &config, &OPTIONS, "test").await.unwrap_err();
         assert!(matches!(err, ConnectError::Refused { .. }), "{err}");
     }
 }

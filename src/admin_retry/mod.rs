@@ -67,12 +67,17 @@ pub async fn recover(
         return Ok(response);
     };
     let first = read_response(request, &response)?;
-    if !plan::has_not_controller(&first) {
-        return Ok(response);
+    let (response, layout) = if plan::has_not_controller(&first) {
+        let requested = layout::request(request.api_key, request.api_version, &request.frame, request.body_offset)
+            .map_err(|source| malformed(request, source))?;
+        Retry { ctx, request, granularity, requested, answered_by }.run(response, first).await?
+    } else {
+        (response, first)
+    };
+    for code in plan::error_codes(&layout) {
+        telemetry::response_error(request.api_key as i16, code);
     }
-    let requested = layout::request(request.api_key, request.api_version, &request.frame, request.body_offset)
-        .map_err(|source| malformed(request, source))?;
-    Retry { ctx, request, granularity, requested, answered_by }.run(response, first).await
+    Ok(response)
 }
 
 struct Retry<'a> {
@@ -84,7 +89,11 @@ struct Retry<'a> {
 }
 
 impl Retry<'_> {
-    async fn run(self, mut current: Bytes, mut current_layout: ResponseLayout) -> Result<Bytes, RetryError> {
+    async fn run(
+        self,
+        mut current: Bytes,
+        mut current_layout: ResponseLayout,
+    ) -> Result<(Bytes, ResponseLayout), RetryError> {
         let api = crate::wire::api_name(self.request.api_key as i16);
         let policy = self.ctx.config.admin_retry;
         let deadline = self.request.received + self.budget(&policy);
@@ -103,7 +112,7 @@ impl Retry<'_> {
             if Instant::now() >= deadline {
                 tracing::warn!(api, attempts, "NOT_CONTROLLER retries exhausted; returning the last answer");
                 telemetry::not_controller_retry(api, "exhausted");
-                return Ok(current);
+                return Ok((current, current_layout));
             }
             attempts += 1;
             let Some(reported) = self.find_controller(said_not_controller.last().copied()).await else {
@@ -151,7 +160,7 @@ impl Retry<'_> {
             if !plan::has_not_controller(&current_layout) {
                 tracing::debug!(api, attempts, controller, "NOT_CONTROLLER recovered");
                 telemetry::not_controller_retry(api, "recovered");
-                return Ok(current);
+                return Ok((current, current_layout));
             }
         }
     }

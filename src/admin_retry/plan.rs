@@ -22,6 +22,15 @@ pub fn has_not_controller(layout: &ResponseLayout) -> bool {
     layout.top_level_error == NOT_CONTROLLER || !not_controller_paths(layout).is_empty()
 }
 
+/// Every error code in the response: the top-level one and each leaf entry's.
+pub fn error_codes(layout: &ResponseLayout) -> Vec<i16> {
+    let mut codes = vec![layout.top_level_error];
+    if let Some(results) = &layout.results {
+        for_each_leaf(results, &mut Vec::new(), &mut |_, code, _| codes.push(code));
+    }
+    codes
+}
+
 /// The leaf entries answered with NOT_CONTROLLER.
 pub fn not_controller_paths(layout: &ResponseLayout) -> HashSet<Path> {
     let mut paths = HashSet::new();

@@ -7,6 +7,7 @@
 use std::ops::Range;
 use std::sync::OnceLock;
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
 
 use super::cursor::{DecodeError, Reader};
@@ -82,6 +83,49 @@ pub fn response_body_offset(frame: &[u8], api_key: ApiKey, api_version: i16) -> 
         reader.skip_tagged_fields()?;
     }
     Ok(reader.position())
+}
+
+/// The top-level error code of a response, for the APIs that carry one at a fixed place (after
+/// `throttle_time_ms` where the version has it); `None` for the others.
+pub fn response_error_code(api_key: i16, api_version: i16, frame: &[u8]) -> Option<i16> {
+    let key = ApiKey::try_from(api_key).ok()?;
+    let throttle_first_from = match key {
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => i16::MAX,
+        ApiKey::FindCoordinator if api_version >= 4 => return None,
+        ApiKey::FindCoordinator | ApiKey::Heartbeat | ApiKey::LeaveGroup | ApiKey::SyncGroup | ApiKey::ListGroups => 1,
+        ApiKey::ElectLeaders if api_version == 0 => return None,
+        ApiKey::JoinGroup => 2,
+        ApiKey::InitProducerId
+        | ApiKey::EndTxn
+        | ApiKey::DescribeCluster
+        | ApiKey::ElectLeaders
+        | ApiKey::AlterPartitionReassignments
+        | ApiKey::ListPartitionReassignments
+        | ApiKey::UpdateFeatures => 0,
+        _ => return None,
+    };
+    let body = response_body_offset(frame, key, api_version).ok()?;
+    let mut reader = Reader::new(&frame[body..]);
+    if api_version >= throttle_first_from {
+        reader.skip(4).ok()?;
+    }
+    reader.i16().ok()
+}
+
+/// The protocol name of an error code ("NotController", "TopicAlreadyExists", …), or "Unknown".
+pub fn error_name(code: i16) -> &'static str {
+    const LOWEST: i16 = -1;
+    static NAMES: OnceLock<Vec<String>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        (LOWEST..=200)
+            .map(|code| match ResponseError::try_from_code(code) {
+                None => "None".to_owned(),
+                Some(ResponseError::Unknown(_)) => "Unknown".to_owned(),
+                Some(error) => format!("{error:?}"),
+            })
+            .collect()
+    });
+    usize::try_from(code - LOWEST).ok().and_then(|i| names.get(i)).map_or("Unknown", String::as_str)
 }
 
 /// The protocol name of an api key ("Produce", "Metadata", …), or "Unknown".
@@ -168,6 +212,32 @@ mod tests {
             b.put_slice(b"abc");
         });
         assert!(peek_request_header(&bytes).is_err());
+    }
+
+    #[test]
+    fn error_names_come_from_the_protocol() {
+        assert_eq!(error_name(41), "NotController");
+        assert_eq!(error_name(36), "TopicAlreadyExists");
+        assert_eq!(error_name(-1), "UnknownServerError");
+        assert_eq!(error_name(9999), "Unknown");
+    }
+
+    #[test]
+    fn top_level_error_codes_are_found_where_each_api_keeps_them() {
+        // Heartbeat v1: correlation id, throttle_time_ms, error_code.
+        let heartbeat = frame(|b| {
+            b.put_i32(1);
+            b.put_i32(0);
+            b.put_i16(27);
+        });
+        assert_eq!(response_error_code(12, 1, &heartbeat), Some(27));
+        // ApiVersions: error_code first, whatever the version.
+        let api_versions = frame(|b| {
+            b.put_i32(1);
+            b.put_i16(35);
+        });
+        assert_eq!(response_error_code(18, 3, &api_versions), Some(35));
+        assert_eq!(response_error_code(0, 9, &api_versions), None, "Produce has no top-level error");
     }
 
     #[test]

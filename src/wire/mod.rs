@@ -11,5 +11,8 @@ mod splice;
 
 pub use codec::{DEFAULT_MAX_FRAME_BYTES, FrameCodec, FrameError};
 pub use cursor::{DecodeError, Reader, Writer};
-pub use header::{RequestHeader, api_name, peek_request_header, response_body_offset, response_correlation_id};
+pub use header::{
+    RequestHeader, api_name, error_name, peek_request_header, response_body_offset, response_correlation_id,
+    response_error_code,
+};
 pub use splice::Splices;
