@@ -1,16 +1,28 @@
-# Static musl build of kafka-sidecar in a minimal, non-root runtime image.
-FROM rust:1.95-bookworm AS build
-RUN rustup target add x86_64-unknown-linux-musl && apt-get update && apt-get install -y --no-install-recommends musl-tools && rm -rf /var/lib/apt/lists/*
+# kafka-sidecar: a static musl build in an image that holds only the binary and CA certificates.
+# Build: docker build -t kafka-sidecar:0.1.0 .
+
+FROM rust:1.95.0-slim-bookworm AS build
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends musl-tools ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin kafka-sidecar
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin kafka-sidecar \
+ && install -D -m 0555 target/x86_64-unknown-linux-musl/release/kafka-sidecar /out/kafka-sidecar
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM scratch
+ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="kafka-sidecar" \
-      org.opencontainers.image.description="A protocol-aware Kafka proxy that runs beside an application"
-COPY --from=build /src/target/x86_64-unknown-linux-musl/release/kafka-sidecar /usr/local/bin/kafka-sidecar
+      org.opencontainers.image.description="A protocol-aware Kafka proxy that runs beside an application" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build /out/kafka-sidecar /kafka-sidecar
+# 9092: bootstrap listener; 9101-9199: broker N on 9100 + N; 9080: metrics and health.
+EXPOSE 9092 9101-9199 9080
 USER 65532:65532
-EXPOSE 9092 9080
-ENTRYPOINT ["/usr/local/bin/kafka-sidecar"]
+ENTRYPOINT ["/kafka-sidecar"]

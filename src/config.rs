@@ -25,6 +25,11 @@ pub struct Settings {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
+    /// Validate the settings, print them, and exit (0 when valid, 64 when not).
+    #[arg(long)]
+    #[serde(skip)]
+    pub check_config: bool,
+
     /// Kafka bootstrap server host:port; repeat the flag or separate with commas.
     #[arg(long = "bootstrap-server", env = "KAFKA_SIDECAR_BOOTSTRAP_SERVERS", value_delimiter = ',')]
     pub bootstrap_servers: Vec<String>,
@@ -93,6 +98,11 @@ pub struct Settings {
     #[arg(long, env = "KAFKA_SIDECAR_METADATA_REFRESH")]
     pub metadata_refresh: Option<String>,
 
+    /// On SIGTERM/SIGINT, how long to keep serving (reporting not-ready) before draining, so an
+    /// application shutting down beside a classic sidecar can still reach Kafka [default: 0s].
+    #[arg(long, env = "KAFKA_SIDECAR_SHUTDOWN_DELAY")]
+    pub shutdown_delay: Option<String>,
+
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish [default: 25s].
     #[arg(long, env = "KAFKA_SIDECAR_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<String>,
@@ -137,6 +147,7 @@ impl Settings {
     fn or(self, fallback: Settings) -> Settings {
         Settings {
             config: self.config,
+            check_config: self.check_config,
             bootstrap_servers: if self.bootstrap_servers.is_empty() {
                 fallback.bootstrap_servers
             } else {
@@ -159,6 +170,7 @@ impl Settings {
             user_timeout: self.user_timeout.or(fallback.user_timeout),
             metadata_refresh: self.metadata_refresh.or(fallback.metadata_refresh),
             drain_timeout: self.drain_timeout.or(fallback.drain_timeout),
+            shutdown_delay: self.shutdown_delay.or(fallback.shutdown_delay),
             admin_retry_backoff: self.admin_retry_backoff.or(fallback.admin_retry_backoff),
             admin_retry_backoff_max: self.admin_retry_backoff_max.or(fallback.admin_retry_backoff_max),
             admin_retry_budget: self.admin_retry_budget.or(fallback.admin_retry_budget),
@@ -190,6 +202,8 @@ pub struct Config {
     pub sockets: SocketOptions,
     pub metadata_refresh: Duration,
     pub drain_timeout: Duration,
+    /// Time between the signal and the start of draining, spent serving while not ready.
+    pub shutdown_delay: Duration,
     pub admin_retry: RetryPolicy,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -293,6 +307,7 @@ impl Config {
         if metadata_refresh < Duration::from_millis(100) {
             p.0.push(("metadata-refresh", "must be at least 100ms".into()));
         }
+        let shutdown_delay = p.duration("shutdown-delay", s.shutdown_delay.as_deref(), Duration::ZERO);
         let drain_timeout = p.duration("drain-timeout", s.drain_timeout.as_deref(), Duration::from_secs(25));
         let admin_retry = RetryPolicy {
             initial_backoff: p.duration(
@@ -335,6 +350,7 @@ impl Config {
             sockets: SocketOptions { keepalive, user_timeout: (!user_timeout.is_zero()).then_some(user_timeout) },
             metadata_refresh,
             drain_timeout,
+            shutdown_delay,
             admin_retry,
             log_format,
             log_level: s.log_level.unwrap_or_else(|| "info".into()),

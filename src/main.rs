@@ -1,5 +1,6 @@
 //! Entry point: parse and validate options, set up logging and metrics, run until a signal.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -11,13 +12,20 @@ use tracing_subscriber::EnvFilter;
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let config = match Settings::parse().with_file().and_then(Config::from_settings) {
+    let settings = Settings::parse();
+    let check_only = settings.check_config;
+    let config = match settings.with_file().and_then(Config::from_settings) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("kafka-sidecar: {error}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if check_only {
+        // A closed stdout (`| head`) is no reason to fail the check.
+        let _ = writeln!(std::io::stdout(), "configuration is valid:\n{config:#?}");
+        return ExitCode::SUCCESS;
+    }
     init_logging(&config);
     let metrics = match telemetry::install() {
         Ok(handle) => handle,

@@ -102,8 +102,12 @@ pub async fn run(
     tokio::spawn(listener::accept_loop(ctx.clone(), bootstrap, Target::Bootstrap));
 
     shutdown.await;
-    tracing::info!(drain_timeout = ?ctx.config.drain_timeout, "shutting down: draining client connections");
     ctx.draining.store(true, Ordering::Relaxed);
+    if !ctx.config.shutdown_delay.is_zero() {
+        tracing::info!(delay = ?ctx.config.shutdown_delay, "shutting down: not ready, still serving");
+        tokio::time::sleep(ctx.config.shutdown_delay).await;
+    }
+    tracing::info!(drain_timeout = ?ctx.config.drain_timeout, "shutting down: draining client connections");
     ctx.shutdown.cancel();
     ctx.sessions.close();
     if tokio::time::timeout(ctx.config.drain_timeout, ctx.sessions.wait()).await.is_err() {

@@ -286,8 +286,10 @@ impl Tansu {
         panic!("Tansu did not start after 3 attempts: {last_logs}");
     }
 
-    /// Starts a broker on `port`; on failure returns why, with its output.
-    fn start_on(port: u16) -> Result<Tansu, String> {
+    /// Starts a broker on `port` (e.g. one reserved with [`free_port_base`] before a sidecar was
+    /// pointed at it) and waits until it answers ApiVersions; on failure returns why, with its
+    /// output.
+    pub fn start_on(port: u16) -> Result<Tansu, String> {
         let bin = required_env_path("KAFKA_SIDECAR_TANSU", "the Tansu broker binary");
         let addr = format!("127.0.0.1:{port}");
         let url = format!("tcp://{addr}");
@@ -438,7 +440,12 @@ pub fn sidecar_bin() -> &'static str {
 /// A `Command` for the sidecar binary with the settings environment cleared and colours off;
 /// for tests that run it themselves (e.g. to check an exit code).
 pub fn sidecar_command() -> Command {
-    let mut cmd = Command::new(sidecar_bin());
+    program_command(Path::new(sidecar_bin()))
+}
+
+/// A command running `binary` (a sidecar build) with a clean sidecar environment.
+fn program_command(binary: &Path) -> Command {
+    let mut cmd = Command::new(binary);
     for var in SIDECAR_ENV {
         cmd.env_remove(var);
     }
@@ -466,13 +473,22 @@ impl Sidecar {
 
     /// Like [`Sidecar::start`], with extra environment variables for the sidecar.
     pub fn start_with_env(upstream: &str, extra: &[&str], env: &[(&str, &str)]) -> Sidecar {
+        Sidecar::start_program(Path::new(sidecar_bin()), upstream, extra, env)
+    }
+
+    /// Like [`Sidecar::start`], with another build of the sidecar binary.
+    pub fn start_binary(binary: &Path, upstream: &str, extra: &[&str]) -> Sidecar {
+        Sidecar::start_program(binary, upstream, extra, &[])
+    }
+
+    fn start_program(binary: &Path, upstream: &str, extra: &[&str], env: &[(&str, &str)]) -> Sidecar {
         let mut last_logs = String::new();
         for _ in 0..3 {
             let broker_port_base = free_port_base(BROKER_PORT_SPAN);
             let bootstrap_port = free_port();
             let admin_addr = format!("127.0.0.1:{}", free_port());
             let (log, stdout, stderr) = LogFile::new("sidecar");
-            let mut cmd = sidecar_command();
+            let mut cmd = program_command(binary);
             cmd.args(["--bootstrap-server", upstream, "--listen-host", "127.0.0.1"])
                 .args(["--bootstrap-port", &bootstrap_port.to_string()])
                 .args(["--broker-port-base", &broker_port_base.to_string()])
@@ -482,7 +498,7 @@ impl Sidecar {
                 .stdin(Stdio::null())
                 .stdout(stdout)
                 .stderr(stderr);
-            let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", sidecar_bin()));
+            let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
             let mut sidecar = Sidecar { child, bootstrap_port, broker_port_base, admin_addr, log };
             match sidecar.wait_ready() {
                 Ok(()) => return sidecar,
@@ -659,6 +675,13 @@ fn python_command(script: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(python_bin());
     cmd.arg(path).args(args).env("PYTHONUNBUFFERED", "1").env("PYTHONDONTWRITEBYTECODE", "1");
     cmd
+}
+
+/// Runs a Python script of the repository (path relative to its root) with the venv python.
+pub fn python_file(path: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(python_bin());
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).args(args).env("PYTHONDONTWRITEBYTECODE", "1");
+    run_with_timeout(cmd, CLIENT_TIMEOUT)
 }
 
 /// Runs `tests/clients/<script>` with the venv python; killed after [`CLIENT_TIMEOUT`].
