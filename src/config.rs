@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use crate::admin_retry::RetryPolicy;
 use crate::rewrite::Advertised;
+use crate::sasl::{Mechanism, SaslConfig, Secret};
+use crate::tls::TlsSettings;
 use crate::upstream::{Keepalive, SocketOptions, UpstreamConfig};
 use crate::wire::DEFAULT_MAX_FRAME_BYTES;
 
@@ -107,6 +109,39 @@ pub struct Settings {
     #[arg(long, env = "KAFKA_SIDECAR_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<String>,
 
+    /// Connect to brokers with TLS [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", env = "KAFKA_SIDECAR_TLS")]
+    pub tls: Option<bool>,
+
+    /// PEM bundle of CAs trusted for broker certificates [default: the system trust store].
+    #[arg(long, env = "KAFKA_SIDECAR_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate chain, for brokers that require mutual TLS.
+    #[arg(long, env = "KAFKA_SIDECAR_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of the client certificate.
+    #[arg(long, env = "KAFKA_SIDECAR_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// SASL mechanism the sidecar authenticates with: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    /// [default: none].
+    #[arg(long, env = "KAFKA_SIDECAR_SASL_MECHANISM")]
+    pub sasl_mechanism: Option<String>,
+
+    /// SASL user name.
+    #[arg(long, env = "KAFKA_SIDECAR_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+
+    /// SASL password (prefer the environment variable or --sasl-password-file to a flag).
+    #[arg(long, env = "KAFKA_SIDECAR_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<String>,
+
+    /// File holding the SASL password (e.g. a mounted Kubernetes secret).
+    #[arg(long, env = "KAFKA_SIDECAR_SASL_PASSWORD_FILE")]
+    pub sasl_password_file: Option<PathBuf>,
+
     /// First pause before re-sending an admin request answered NOT_CONTROLLER; it doubles, with
     /// jitter [default: 100ms].
     #[arg(long, env = "KAFKA_SIDECAR_ADMIN_RETRY_BACKOFF")]
@@ -171,6 +206,14 @@ impl Settings {
             metadata_refresh: self.metadata_refresh.or(fallback.metadata_refresh),
             drain_timeout: self.drain_timeout.or(fallback.drain_timeout),
             shutdown_delay: self.shutdown_delay.or(fallback.shutdown_delay),
+            tls: self.tls.or(fallback.tls),
+            tls_ca_file: self.tls_ca_file.or(fallback.tls_ca_file),
+            tls_cert_file: self.tls_cert_file.or(fallback.tls_cert_file),
+            tls_key_file: self.tls_key_file.or(fallback.tls_key_file),
+            sasl_mechanism: self.sasl_mechanism.or(fallback.sasl_mechanism),
+            sasl_username: self.sasl_username.or(fallback.sasl_username),
+            sasl_password: self.sasl_password.or(fallback.sasl_password),
+            sasl_password_file: self.sasl_password_file.or(fallback.sasl_password_file),
             admin_retry_backoff: self.admin_retry_backoff.or(fallback.admin_retry_backoff),
             admin_retry_backoff_max: self.admin_retry_backoff_max.or(fallback.admin_retry_backoff_max),
             admin_retry_budget: self.admin_retry_budget.or(fallback.admin_retry_budget),
@@ -205,6 +248,10 @@ pub struct Config {
     /// Time between the signal and the start of draining, spent serving while not ready.
     pub shutdown_delay: Duration,
     pub admin_retry: RetryPolicy,
+    /// TLS towards brokers, when enabled.
+    pub tls: Option<TlsSettings>,
+    /// SASL towards brokers, when enabled.
+    pub sasl: Option<SaslConfig>,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -243,6 +290,16 @@ impl Problems {
 impl Config {
     pub fn from_settings(s: Settings) -> Result<Config, ConfigError> {
         let mut p = Problems::default();
+        let tls_files = [&s.tls_ca_file, &s.tls_cert_file, &s.tls_key_file];
+        let tls = (s.tls.unwrap_or(false) || tls_files.iter().any(|f| f.is_some())).then(|| TlsSettings {
+            ca_file: s.tls_ca_file.clone(),
+            client_cert_file: s.tls_cert_file.clone(),
+            client_key_file: s.tls_key_file.clone(),
+        });
+        if s.tls_cert_file.is_some() != s.tls_key_file.is_some() {
+            p.0.push(("tls-cert-file", "a client certificate needs both --tls-cert-file and --tls-key-file".into()));
+        }
+        let sasl = sasl_config(&s, &mut p);
 
         let bootstrap_servers: Vec<String> =
             s.bootstrap_servers.iter().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect();
@@ -352,10 +409,40 @@ impl Config {
             drain_timeout,
             shutdown_delay,
             admin_retry,
+            tls,
+            sasl,
             log_format,
             log_level: s.log_level.unwrap_or_else(|| "info".into()),
         })
     }
+}
+
+/// The SASL settings, when a mechanism is given; problems go to `p`.
+fn sasl_config(s: &Settings, p: &mut Problems) -> Option<SaslConfig> {
+    let name = s.sasl_mechanism.as_deref()?;
+    let Some(mechanism) = Mechanism::parse(name) else {
+        p.0.push(("sasl-mechanism", format!("{name:?} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")));
+        return None;
+    };
+    let password = match (&s.sasl_password, &s.sasl_password_file) {
+        (Some(password), _) => Some(password.clone()),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_owned()),
+            Err(e) => {
+                p.0.push(("sasl-password-file", format!("cannot read {}: {e}", path.display())));
+                None
+            }
+        },
+        (None, None) => {
+            p.0.push(("sasl-password", format!("{} needs a password (or --sasl-password-file)", mechanism.name())));
+            None
+        }
+    };
+    let Some(username) = s.sasl_username.clone().filter(|u| !u.is_empty()) else {
+        p.0.push(("sasl-username", format!("{} needs a user name", mechanism.name())));
+        return None;
+    };
+    Some(SaslConfig { mechanism, username, password: Secret(password?) })
 }
 
 /// Parses "250ms", "30s", "5m" or "1h"; a bare number means seconds.

@@ -14,13 +14,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, MetadataRequest, RequestHeader};
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use crate::rewrite::{self, Endpoint};
 use crate::server::Context;
 use crate::telemetry;
-use crate::upstream::{self, ConnectError};
+use crate::upstream::{BrokerStream, ConnectError};
 use crate::wire::{self, DecodeError, FrameCodec, FrameError, Reader};
 
 /// The Metadata version the control connection asks for, at most.
@@ -124,7 +123,7 @@ async fn refresh(ctx: &Arc<Context>, connection: &mut Option<ControlConnection>)
 }
 
 struct ControlConnection {
-    framed: Framed<TcpStream, FrameCodec>,
+    framed: Framed<BrokerStream, FrameCodec>,
     metadata_version: i16,
     next_correlation_id: i32,
 }
@@ -137,8 +136,7 @@ impl ControlConnection {
     }
 
     async fn open_to(ctx: &Context, addresses: &[String]) -> Result<Self, ControlError> {
-        let (stream, addr) =
-            upstream::connect_any(addresses, &ctx.config.upstream, &ctx.config.sockets, "control").await?;
+        let (stream, addr) = ctx.connector.connect_any(addresses, "control").await?;
         tracing::debug!(%addr, "control connection open");
         let framed = Framed::new(stream, FrameCodec::responses(ctx.config.max_frame_bytes));
         let mut conn = ControlConnection { framed, metadata_version: MIN_METADATA_VERSION, next_correlation_id: 0 };

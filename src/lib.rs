@@ -6,6 +6,7 @@
 //! - `rewrite`: the few responses that carry broker addresses or versions, rewritten in place.
 //! - `topology`: node id → broker address, controller id.
 //! - `upstream`: connecting to brokers and the socket options of every socket.
+//! - `tls`, `sasl`: securing and authenticating the sidecar's broker connections.
 //! - `listener`: the bootstrap listener and one listener per broker node id.
 //! - `session`: one client connection end to end, responses in request order.
 //! - `control`: the sidecar's own connections: metadata refresh, and one link per broker.
@@ -19,9 +20,11 @@ pub mod config;
 pub mod control;
 pub mod listener;
 pub mod rewrite;
+pub mod sasl;
 pub mod server;
 pub mod session;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 pub mod upstream;
 pub mod wire;

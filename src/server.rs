@@ -17,7 +17,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::control::Links;
 use crate::listener::{BrokerListeners, Target};
+use crate::tls::{BrokerTls, TlsError};
 use crate::topology::Topology;
+use crate::upstream::Connector;
 use crate::{admin_http, control, listener};
 
 /// State shared by every task of the sidecar.
@@ -28,6 +30,8 @@ pub struct Context {
     pub broker_listeners: BrokerListeners,
     /// The sidecar's own connection to each broker (admin retries).
     pub links: Links,
+    /// Opens broker connections (TCP, TLS, SASL) as configured.
+    pub connector: Connector,
     /// Cancelled when the sidecar starts shutting down: listeners stop accepting, sessions stop
     /// reading new requests.
     pub shutdown: CancellationToken,
@@ -37,8 +41,12 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(config: Config) -> Self {
-        Context {
+    /// The shared state for `config`; fails when the TLS files cannot be loaded.
+    pub fn new(config: Config) -> Result<Self, ServerError> {
+        let tls = config.tls.clone().map(BrokerTls::new).transpose()?;
+        let connector = Connector { config: config.upstream, sockets: config.sockets, tls, sasl: config.sasl.clone() };
+        Ok(Context {
+            connector,
             config,
             topology: Topology::default(),
             broker_listeners: BrokerListeners::default(),
@@ -46,7 +54,7 @@ impl Context {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             draining: AtomicBool::new(false),
-        }
+        })
     }
 
     /// Why the sidecar is not ready, or `None` when it is: ready once metadata has been fetched
@@ -68,6 +76,8 @@ impl Context {
 pub enum ServerError {
     #[error("cannot bind the {what} listener on {addr}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("TLS towards brokers: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Runs the sidecar until `shutdown` resolves, then drains.
@@ -89,7 +99,7 @@ pub async fn run(
         source,
     })?;
 
-    let ctx = Arc::new(Context::new(config));
+    let ctx = Arc::new(Context::new(config)?);
     tracing::info!(
         bootstrap = %bootstrap_addr,
         admin = %admin_addr,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use kafka_protocol::messages::ApiKey;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
@@ -26,11 +27,13 @@ use crate::listener::{Target, ensure_broker_listener};
 use crate::rewrite::{self, RewriteError};
 use crate::server::Context;
 use crate::telemetry::{self, Direction, DisconnectCause, RequestCounters, UpstreamConnection};
-use crate::upstream::{self, ConnectError};
+use crate::upstream::{BrokerStream, ConnectError};
 use crate::wire::{FrameCodec, FrameError, peek_request_header, response_correlation_id, response_error_code};
 
-type FrameReader = FramedRead<OwnedReadHalf, FrameCodec>;
-type FrameWriter = FramedWrite<OwnedWriteHalf, FrameCodec>;
+type ClientReader = FramedRead<OwnedReadHalf, FrameCodec>;
+type ClientWriter = FramedWrite<OwnedWriteHalf, FrameCodec>;
+type BrokerReader = FramedRead<ReadHalf<BrokerStream>, FrameCodec>;
+type BrokerWriter = FramedWrite<WriteHalf<BrokerStream>, FrameCodec>;
 
 /// How long a finished session waits for the broker to close its end.
 const UPSTREAM_LINGER: Duration = Duration::from_secs(2);
@@ -78,7 +81,7 @@ pub async fn serve(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, targe
 }
 
 impl Session {
-    async fn connect_upstream(&self) -> Result<(TcpStream, String), ConnectError> {
+    async fn connect_upstream(&self) -> Result<(BrokerStream, String), ConnectError> {
         let ctx = &self.ctx;
         let addresses = match self.node_id {
             None => {
@@ -89,7 +92,7 @@ impl Session {
             Some(node_id) => ctx.topology.address(node_id).into_iter().collect(),
         };
         let node = telemetry::node_label(self.node_id);
-        let result = upstream::connect_any(&addresses, &ctx.config.upstream, &ctx.config.sockets, &node).await;
+        let result = ctx.connector.connect_any(&addresses, &node).await;
         if result.is_err() && self.node_id.is_some() {
             // The broker may have moved: learn its new address for the client's retry.
             ctx.topology.request_refresh();
@@ -97,11 +100,11 @@ impl Session {
         result
     }
 
-    async fn proxy(&self, client: TcpStream, upstream: TcpStream) -> DisconnectCause {
+    async fn proxy(&self, client: TcpStream, upstream: BrokerStream) -> DisconnectCause {
         let _open = UpstreamConnection::open(&telemetry::node_label(self.node_id));
         let max_frame = self.ctx.config.max_frame_bytes;
         let (client_read, client_write) = client.into_split();
-        let (upstream_read, upstream_write) = upstream.into_split();
+        let (upstream_read, upstream_write) = tokio::io::split(upstream);
         let requests = FramedRead::new(client_read, FrameCodec::requests(max_frame));
         let to_broker = FramedWrite::new(upstream_write, FrameCodec::requests(max_frame));
         let responses = FramedRead::new(upstream_read, FrameCodec::responses(max_frame));
@@ -121,26 +124,24 @@ impl Session {
 
     /// Client → broker. Returns why it stopped, or `None` when the response half stopped first.
     ///
-    /// When the client is done (or the sidecar shuts down) the broker side is half-closed, so the
-    /// broker processes every forwarded request and then closes its end.
+    /// When it stops, the broker side is half-closed, so the broker processes every forwarded
+    /// request and then closes its end.
     async fn forward_requests(
         &self,
-        requests: FrameReader,
-        mut to_broker: FrameWriter,
+        requests: ClientReader,
+        mut to_broker: BrokerWriter,
         in_flight: mpsc::Sender<InFlight>,
         responses_done: CancellationToken,
     ) -> Option<DisconnectCause> {
         let cause = self.forward_each_request(requests, &mut to_broker, in_flight, responses_done).await;
-        if matches!(cause, Some(DisconnectCause::ClientClosed | DisconnectCause::Shutdown | DisconnectCause::Idle)) {
-            let _ = to_broker.close().await;
-        }
+        let _ = to_broker.close().await;
         cause
     }
 
     async fn forward_each_request(
         &self,
-        mut requests: FrameReader,
-        to_broker: &mut FrameWriter,
+        mut requests: ClientReader,
+        to_broker: &mut BrokerWriter,
         in_flight: mpsc::Sender<InFlight>,
         responses_done: CancellationToken,
     ) -> Option<DisconnectCause> {
@@ -212,8 +213,8 @@ impl Session {
     /// the request half stopped.
     async fn return_responses(
         &self,
-        mut responses: FrameReader,
-        mut to_client: FrameWriter,
+        mut responses: BrokerReader,
+        mut to_client: ClientWriter,
         mut in_flight: mpsc::Receiver<InFlight>,
     ) -> Option<DisconnectCause> {
         let peer = self.peer;
@@ -347,7 +348,7 @@ fn client_frame_error(error: &FrameError, peer: SocketAddr) -> DisconnectCause {
 /// requests from brokers that send them) until it closes its half-closed end. Closing a socket
 /// with unread data would reset the connection and could make the broker drop requests it has
 /// received but not yet processed.
-async fn linger(responses: &mut FrameReader) {
+async fn linger(responses: &mut BrokerReader) {
     let drain = async {
         while let Some(Ok(_)) = responses.next().await {
             telemetry::stray_response();

@@ -1,17 +1,25 @@
-//! Opening TCP connections to brokers, and the socket options every sidecar socket carries.
+//! Opening connections to brokers, and the socket options every sidecar socket carries.
 //!
 //! One function applies TCP_NODELAY, keepalive (idle, interval, count) and TCP_USER_TIMEOUT to a
-//! socket, accepted or connected alike. Connecting tries each address in turn with a per-attempt
-//! timeout and exponential backoff between rounds; it never retries in a tight loop.
+//! socket, accepted or connected alike. A [`Connector`] opens broker connections as configured:
+//! TCP, then TLS and SASL authentication when enabled; it tries each address in turn with a
+//! per-attempt timeout and exponential backoff between rounds, never in a tight loop.
 
 use std::io;
 use std::time::{Duration, Instant};
 
 use socket2::{SockRef, TcpKeepalive};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout};
+use tokio_rustls::client::TlsStream;
 
+use crate::sasl::{SaslConfig, SaslError};
 use crate::telemetry;
+use crate::tls::{BrokerTls, TlsError};
 
 /// TCP keepalive knobs: probes start after `idle`, repeat every `interval`, give up after `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +71,10 @@ pub enum ConnectError {
     Io { addr: String, source: io::Error },
     #[error("no broker address to connect to")]
     NoAddress,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("SASL {mechanism} authentication to {addr} failed: {source}")]
+    Sasl { addr: String, mechanism: &'static str, source: SaslError },
 }
 
 impl ConnectError {
@@ -73,6 +85,8 @@ impl ConnectError {
             ConnectError::Refused { .. } => "refused",
             ConnectError::Io { .. } => "error",
             ConnectError::NoAddress => "no_address",
+            ConnectError::Tls(e) => e.kind(),
+            ConnectError::Sasl { .. } => "sasl",
         }
     }
 }
@@ -91,38 +105,113 @@ pub async fn connect(addr: &str, config: &UpstreamConfig, options: &SocketOption
     Ok(stream)
 }
 
-/// Tries every address in order, for up to `connect_attempts` rounds with doubling backoff
-/// between rounds. Returns the stream and the address it reached. `node` labels the attempts in
-/// metrics.
-pub async fn connect_any(
-    addrs: &[String],
-    config: &UpstreamConfig,
-    options: &SocketOptions,
-    node: &str,
-) -> Result<(TcpStream, String), ConnectError> {
-    let mut last_error = ConnectError::NoAddress;
-    let mut backoff = config.connect_backoff;
-    for round in 0..config.connect_attempts {
-        if round > 0 {
-            sleep(backoff).await;
-            backoff = (backoff * 2).min(config.connect_backoff * 10);
+/// A connection to a broker: plain TCP or TLS.
+#[derive(Debug)]
+pub enum BrokerStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for BrokerStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BrokerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
-        for addr in addrs {
-            let started = Instant::now();
-            match connect(addr, config, options).await {
-                Ok(stream) => {
-                    telemetry::upstream_connect(node, "ok", started.elapsed());
-                    return Ok((stream, addr.clone()));
-                }
-                Err(e) => {
-                    telemetry::upstream_connect(node, e.kind(), started.elapsed());
-                    tracing::debug!(error = %e, "upstream connect attempt failed");
-                    last_error = e;
+    }
+}
+
+impl AsyncWrite for BrokerStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BrokerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BrokerStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BrokerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Opens broker connections: TCP with the socket options, then TLS and SASL where configured.
+#[derive(Debug)]
+pub struct Connector {
+    pub config: UpstreamConfig,
+    pub sockets: SocketOptions,
+    pub tls: Option<BrokerTls>,
+    pub sasl: Option<SaslConfig>,
+}
+
+impl Connector {
+    /// One connection to `addr`, secured and authenticated as configured.
+    pub async fn connect(&self, addr: &str) -> Result<BrokerStream, ConnectError> {
+        let tcp = connect(addr, &self.config, &self.sockets).await?;
+        let mut stream = match &self.tls {
+            None => BrokerStream::Plain(tcp),
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+                let handshake = timeout(self.config.connect_timeout, tls.connect(host, tcp)).await;
+                let tls_stream = handshake.map_err(|_| ConnectError::TimedOut {
+                    addr: addr.to_owned(),
+                    after: self.config.connect_timeout,
+                })??;
+                BrokerStream::Tls(Box::new(tls_stream))
+            }
+        };
+        if let Some(sasl) = &self.sasl {
+            let sasl_error =
+                |source| ConnectError::Sasl { addr: addr.to_owned(), mechanism: sasl.mechanism.name(), source };
+            let authenticated =
+                timeout(self.config.connect_timeout, crate::sasl::authenticate(&mut stream, sasl)).await;
+            let lifetime =
+                authenticated.map_err(|_| sasl_error(SaslError::Io("timed out".into())))?.map_err(sasl_error)?;
+            if let Some(lifetime) = lifetime {
+                tracing::debug!(%addr, ?lifetime, "broker limits the SASL session lifetime");
+            }
+        }
+        Ok(stream)
+    }
+
+    /// Tries every address in order, for up to `connect_attempts` rounds with doubling backoff
+    /// between rounds. Returns the stream and the address it reached. `node` labels the attempts
+    /// in metrics.
+    pub async fn connect_any(&self, addrs: &[String], node: &str) -> Result<(BrokerStream, String), ConnectError> {
+        let config = &self.config;
+        let mut last_error = ConnectError::NoAddress;
+        let mut backoff = config.connect_backoff;
+        for round in 0..config.connect_attempts {
+            if round > 0 {
+                sleep(backoff).await;
+                backoff = (backoff * 2).min(config.connect_backoff * 10);
+            }
+            for addr in addrs {
+                let started = Instant::now();
+                match self.connect(addr).await {
+                    Ok(stream) => {
+                        telemetry::upstream_connect(node, "ok", started.elapsed());
+                        return Ok((stream, addr.clone()));
+                    }
+                    Err(e) => {
+                        telemetry::upstream_connect(node, e.kind(), started.elapsed());
+                        tracing::debug!(error = %e, "upstream connect attempt failed");
+                        last_error = e;
+                    }
                 }
             }
         }
+        Err(last_error)
     }
-    Err(last_error)
 }
 
 #[cfg(test)]
@@ -164,7 +253,8 @@ mod tests {
             connect_attempts: 2,
             connect_backoff: Duration::from_millis(10),
         };
-        let err = connect_any(std::slice::from_ref(&addr), &config, &OPTIONS, "test").await.unwrap_err();
+        let connector = Connector { config, sockets: OPTIONS, tls: None, sasl: None };
+        let err = connector.connect_any(std::slice::from_ref(&addr), "test").await.unwrap_err();
         assert!(matches!(err, ConnectError::Refused { .. }), "{err}");
     }
 }

@@ -67,6 +67,22 @@ impl<'a> Reader<'a> {
         Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
 
+    pub fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+
+    /// A length-prefixed byte run (`BYTES`: int32 length, compact in flexible versions); `None`
+    /// for null.
+    pub fn nullable_bytes(&mut self, flexible: bool) -> Result<Option<&'a [u8]>, DecodeError> {
+        let at = self.pos;
+        let len: i64 = if flexible { i64::from(self.unsigned_varint()?) - 1 } else { i64::from(self.i32()?) };
+        match len {
+            -1 => Ok(None),
+            n if n < 0 => Err(DecodeError::InvalidLength { at, len: n }),
+            n => self.take(usize::try_from(n).map_err(|_| DecodeError::InvalidLength { at, len: n })?).map(Some),
+        }
+    }
+
     pub fn unsigned_varint(&mut self) -> Result<u32, DecodeError> {
         let start = self.pos;
         let mut value: u32 = 0;
