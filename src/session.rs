@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin_retry::{self, AdminRequest, RetryError};
 use crate::listener::{Target, ensure_broker_listener};
 use crate::rewrite::{self, RewriteError};
+use crate::sasl;
 use crate::server::Context;
 use crate::telemetry::{self, Direction, DisconnectCause, RequestCounters, UpstreamConnection};
 use crate::upstream::{BrokerStream, ConnectError};
@@ -47,6 +48,9 @@ struct InFlight {
     received: Instant,
     /// The request itself, kept for controller-bound admin requests only, which may be re-sent.
     admin: Option<AdminRequest>,
+    /// The sidecar's own answer, for requests it does not forward (a client's SASL exchange
+    /// when the sidecar authenticates to the brokers itself).
+    local_answer: Option<Bytes>,
 }
 
 /// What one client connection is: who it is and which broker it is bound to.
@@ -181,6 +185,10 @@ impl Session {
                     return Some(DisconnectCause::ProtocolError);
                 }
             };
+            let local_answer = match &ctx.connector.sasl {
+                Some(_) => sasl::loopback::answer(&header, &frame),
+                None => None,
+            };
             if expects_response {
                 let admin = match (ApiKey::try_from(header.api_key), header.body_offset) {
                     (Ok(api_key), Some(body_offset)) if admin_retry::granularity(header.api_key).is_some() => {
@@ -195,10 +203,14 @@ impl Session {
                     correlation_id: header.correlation_id,
                     received,
                     admin,
+                    local_answer: local_answer.clone(),
                 };
                 if in_flight.send(entry).await.is_err() {
                     return None;
                 }
+            }
+            if local_answer.is_some() {
+                continue;
             }
             let len = frame.len();
             if let Err(error) = to_broker.send(frame).await {
@@ -221,6 +233,9 @@ impl Session {
         let mut waiting: VecDeque<InFlight> = VecDeque::new();
         let mut requests_open = true;
         loop {
+            if let Err(cause) = send_local_answers(&mut waiting, &mut to_client).await {
+                return Some(cause);
+            }
             if !requests_open && waiting.is_empty() {
                 linger(&mut responses).await;
                 return None;
@@ -256,6 +271,9 @@ impl Session {
             // The request was queued before it was sent, so its entry is already in the channel.
             while let Ok(entry) = in_flight.try_recv() {
                 waiting.push_back(entry);
+            }
+            if let Err(cause) = send_local_answers(&mut waiting, &mut to_client).await {
+                return Some(cause);
             }
             let Ok(correlation_id) = response_correlation_id(&frame) else {
                 return Some(DisconnectCause::ProtocolError);
@@ -324,6 +342,20 @@ impl Session {
         }
         Ok(rewritten.frame)
     }
+}
+
+/// Sends the sidecar's own answers at the front of the queue: each goes out as soon as every
+/// earlier response has.
+async fn send_local_answers(
+    waiting: &mut VecDeque<InFlight>,
+    to_client: &mut ClientWriter,
+) -> Result<(), DisconnectCause> {
+    while let Some(answer) = waiting.front().and_then(|entry| entry.local_answer.clone()) {
+        let entry = waiting.pop_front().expect("front checked");
+        to_client.send(answer).await.map_err(|_| DisconnectCause::ClientClosed)?;
+        telemetry::request_duration(entry.api_key, entry.received.elapsed());
+    }
+    Ok(())
 }
 
 /// Resolves after `timeout` without a request, or never when idle timeouts are off.

@@ -5,6 +5,7 @@
 //! broker's answers are read with the bounds-checked cursor. Passwords never reach a log line or
 //! a `Debug` output.
 
+pub mod loopback;
 mod scram;
 
 use std::fmt;
