@@ -44,7 +44,7 @@ impl Context {
     /// The shared state for `config`; fails when the TLS files cannot be loaded.
     pub fn new(config: Config) -> Result<Self, ServerError> {
         let tls = config.tls.clone().map(BrokerTls::new).transpose()?;
-        let connector = Connector { config: config.upstream, sockets: config.sockets, tls, sasl: config.sasl.clone() };
+        let connector = Connector::new(config.upstream, config.sockets, tls, config.sasl.clone());
         Ok(Context {
             connector,
             config,

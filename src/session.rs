@@ -76,7 +76,8 @@ pub async fn serve(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, targe
             session.proxy(client, upstream).await
         }
         Err(error) => {
-            tracing::warn!(%peer, ?target, %error, "no upstream connection; closing client");
+            // The cause was reported once for the broker; per client it is detail.
+            tracing::debug!(%peer, ?target, %error, "no upstream connection; closing client");
             DisconnectCause::UpstreamUnavailable
         }
     };

@@ -9,7 +9,9 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use socket2::{SockRef, TcpKeepalive};
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -151,9 +153,39 @@ pub struct Connector {
     pub sockets: SocketOptions,
     pub tls: Option<BrokerTls>,
     pub sasl: Option<SaslConfig>,
+    /// The last failure reported for each address, so each is logged once, not per client.
+    reported: Mutex<HashMap<String, String>>,
 }
 
 impl Connector {
+    pub fn new(
+        config: UpstreamConfig,
+        sockets: SocketOptions,
+        tls: Option<BrokerTls>,
+        sasl: Option<SaslConfig>,
+    ) -> Self {
+        Connector { config, sockets, tls, sasl, reported: Mutex::default() }
+    }
+
+    /// Logs a connect failure the first time it happens for `addr`, and a recovery once.
+    fn report(&self, addr: &str, outcome: Result<(), &ConnectError>) {
+        let mut reported = self.reported.lock().expect("report lock");
+        match outcome {
+            Ok(()) => {
+                if reported.remove(addr).is_some() {
+                    tracing::info!(%addr, "broker reachable again");
+                }
+            }
+            Err(error) => {
+                let text = error.to_string();
+                if reported.get(addr) != Some(&text) {
+                    tracing::warn!(%addr, %error, "cannot connect to broker");
+                    reported.insert(addr.to_owned(), text);
+                }
+            }
+        }
+    }
+
     /// One connection to `addr`, secured and authenticated as configured.
     pub async fn connect(&self, addr: &str) -> Result<BrokerStream, ConnectError> {
         let tcp = connect(addr, &self.config, &self.sockets).await?;
@@ -200,11 +232,12 @@ impl Connector {
                 match self.connect(addr).await {
                     Ok(stream) => {
                         telemetry::upstream_connect(node, "ok", started.elapsed());
+                        self.report(addr, Ok(()));
                         return Ok((stream, addr.clone()));
                     }
                     Err(e) => {
                         telemetry::upstream_connect(node, e.kind(), started.elapsed());
-                        tracing::debug!(error = %e, "upstream connect attempt failed");
+                        self.report(addr, Err(&e));
                         last_error = e;
                     }
                 }
@@ -253,7 +286,7 @@ mod tests {
             connect_attempts: 2,
             connect_backoff: Duration::from_millis(10),
         };
-        let connector = Connector { config, sockets: OPTIONS, tls: None, sasl: None };
+        let connector = Connector::new(config, OPTIONS, None, None);
         let err = connector.connect_any(std::slice::from_ref(&addr), "test").await.unwrap_err();
         assert!(matches!(err, ConnectError::Refused { .. }), "{err}");
     }
