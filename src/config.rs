@@ -125,7 +125,8 @@ pub struct Settings {
     #[arg(long, env = "KAFKA_SIDECAR_TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
 
-    /// SASL mechanism the sidecar authenticates with: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    /// SASL mechanism the sidecar authenticates with: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or
+    /// AWS_MSK_IAM (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)
     /// [default: none].
     #[arg(long, env = "KAFKA_SIDECAR_SASL_MECHANISM")]
     pub sasl_mechanism: Option<String>,
@@ -141,6 +142,10 @@ pub struct Settings {
     /// File holding the SASL password (e.g. a mounted Kubernetes secret).
     #[arg(long, env = "KAFKA_SIDECAR_SASL_PASSWORD_FILE")]
     pub sasl_password_file: Option<PathBuf>,
+
+    /// AWS region of the MSK cluster, for AWS_MSK_IAM [default: AWS_REGION or AWS_DEFAULT_REGION].
+    #[arg(long, env = "KAFKA_SIDECAR_AWS_REGION")]
+    pub aws_region: Option<String>,
 
     /// First pause before re-sending an admin request answered NOT_CONTROLLER; it doubles, with
     /// jitter [default: 100ms].
@@ -214,6 +219,7 @@ impl Settings {
             sasl_username: self.sasl_username.or(fallback.sasl_username),
             sasl_password: self.sasl_password.or(fallback.sasl_password),
             sasl_password_file: self.sasl_password_file.or(fallback.sasl_password_file),
+            aws_region: self.aws_region.or(fallback.aws_region),
             admin_retry_backoff: self.admin_retry_backoff.or(fallback.admin_retry_backoff),
             admin_retry_backoff_max: self.admin_retry_backoff_max.or(fallback.admin_retry_backoff_max),
             admin_retry_budget: self.admin_retry_budget.or(fallback.admin_retry_budget),
@@ -421,9 +427,21 @@ impl Config {
 fn sasl_config(s: &Settings, p: &mut Problems) -> Option<SaslConfig> {
     let name = s.sasl_mechanism.as_deref()?;
     let Some(mechanism) = Mechanism::parse(name) else {
-        p.0.push(("sasl-mechanism", format!("{name:?} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")));
+        p.0.push(("sasl-mechanism", format!("{name:?} is not PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or AWS_MSK_IAM")));
         return None;
     };
+    if mechanism == Mechanism::AwsMskIam {
+        let region = s
+            .aws_region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok());
+        let Some(region) = region.filter(|r| !r.is_empty()) else {
+            p.0.push(("aws-region", "AWS_MSK_IAM needs the cluster's region (or AWS_REGION)".into()));
+            return None;
+        };
+        return Some(SaslConfig { mechanism, username: String::new(), password: Secret(String::new()), region });
+    }
     let password = match (&s.sasl_password, &s.sasl_password_file) {
         (Some(password), _) => Some(password.clone()),
         (None, Some(path)) => match std::fs::read_to_string(path) {
@@ -442,7 +460,7 @@ fn sasl_config(s: &Settings, p: &mut Problems) -> Option<SaslConfig> {
         p.0.push(("sasl-username", format!("{} needs a user name", mechanism.name())));
         return None;
     };
-    Some(SaslConfig { mechanism, username, password: Secret(password?) })
+    Some(SaslConfig { mechanism, username, password: Secret(password?), region: String::new() })
 }
 
 /// Parses "250ms", "30s", "5m" or "1h"; a bare number means seconds.
