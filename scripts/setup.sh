@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the integration tests and the demo need, outside the repo:
-#   * Debian packages: kcat (and python3-venv where `python3 -m venv` lacks it)
+#   * Debian packages: kcat, prometheus (the server and promtool, for tests/observability.rs;
+#     installed without recommends, so no node exporter comes along), and python3-venv where
+#     `python3 -m venv` lacks it
 #   * a Python venv with the pinned clients from tests/clients/requirements.txt
 #   * the test broker Tansu 0.6.0, built once per machine with cargo install
 #
@@ -55,6 +57,20 @@ if deb_installed kcat && command -v kcat >/dev/null 2>&1; then
 else
     apt_install kcat
     step "kcat: installed from Debian"
+fi
+
+if deb_installed prometheus && command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
+    step "prometheus: installed"
+else
+    apt_install --no-install-recommends prometheus
+    step "prometheus: installed from Debian"
+fi
+
+# kubectl renders the kustomize overlays in tests/deploy.rs; the machine image ships it.
+if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
+    step "kubectl: installed ($(kubectl version --client 2>/dev/null | head -n 1))"
+else
+    die "kubectl (with kustomize) is needed by tests/deploy.rs and is not on this machine"
 fi
 
 # ------------------------------------------------------------- python ------

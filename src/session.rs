@@ -69,7 +69,7 @@ pub async fn serve(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, targe
     };
     let session = Session { ctx, peer, node_id };
     let started = Instant::now();
-    telemetry::client_connected();
+    let connection = telemetry::ClientConnection::open();
     let cause = match session.connect_upstream().await {
         Ok((upstream, broker)) => {
             tracing::debug!(%peer, %broker, "upstream connected");
@@ -81,7 +81,7 @@ pub async fn serve(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, targe
             DisconnectCause::UpstreamUnavailable
         }
     };
-    telemetry::client_disconnected(cause);
+    connection.closed(cause);
     tracing::info!(%peer, node = %telemetry::node_label(node_id), cause = cause.as_str(), duration = ?started.elapsed(), "client connection closed");
 }
 

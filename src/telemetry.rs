@@ -12,6 +12,8 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
+use kafka_protocol::messages::ApiKey;
+
 use crate::wire::{api_name, error_name};
 
 pub const REQUESTS: &str = "kafka_sidecar_requests_total";
@@ -111,6 +113,9 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|_| TelemetryError::AlreadyInstalled)?;
     describe_all();
+    for api in EVERYDAY_APIS {
+        duration_histogram(api as i16);
+    }
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
 }
@@ -131,7 +136,7 @@ fn describe_all() {
     describe_counter!(STRAY_RESPONSES, "Broker responses that matched no waiting request and were dropped.");
     describe_counter!(UPSTREAM_CONNECTS, "Connect attempts to brokers, by node and result.");
     describe_histogram!(UPSTREAM_CONNECT_DURATION, Unit::Seconds, "Time to establish a broker connection.");
-    describe_gauge!(UPSTREAM_CONNECTIONS, "Broker connections open now, by node.");
+    describe_gauge!(UPSTREAM_CONNECTIONS, "Broker connections of client sessions open now, by node.");
     describe_counter!(
         UPSTREAM_TIMEOUTS,
         "Broker connections the kernel gave up on (keepalive or TCP_USER_TIMEOUT expired)."
@@ -182,13 +187,35 @@ fn api_slots() -> usize {
 
 /// Records how long a request took, from arrival to response written.
 pub fn request_duration(api_key: i16, elapsed: Duration) {
-    static HANDLES: OnceLock<Vec<Histogram>> = OnceLock::new();
-    let handles = HANDLES.get_or_init(|| {
-        (0..=api_slots() as i16).map(|key| histogram!(REQUEST_DURATION, "api" => api_name(key))).collect()
-    });
-    let index = usize::try_from(api_key).unwrap_or(api_slots()).min(api_slots());
-    handles[index].record(elapsed.as_secs_f64());
+    duration_histogram(api_key).record(elapsed.as_secs_f64());
 }
+
+/// The latency histogram of one api, registered on first use so that apis nobody calls add no
+/// series (the everyday ones are registered at start, see [`install`]).
+fn duration_histogram(api_key: i16) -> &'static Histogram {
+    static HANDLES: OnceLock<Vec<OnceLock<Histogram>>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(|| (0..=api_slots()).map(|_| OnceLock::new()).collect());
+    let index = usize::try_from(api_key).unwrap_or(api_slots()).min(api_slots());
+    let key = i16::try_from(index).unwrap_or(i16::MAX);
+    handles[index].get_or_init(|| histogram!(REQUEST_DURATION, "api" => api_name(key)))
+}
+
+/// Apis every producer or consumer uses: their latency series exist from the first scrape, so
+/// the first requests show in `rate()` and quantiles.
+const EVERYDAY_APIS: [ApiKey; 12] = [
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::FindCoordinator,
+    ApiKey::JoinGroup,
+    ApiKey::Heartbeat,
+    ApiKey::SyncGroup,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+];
 
 /// Counts a non-zero error code in a response to `api_key`.
 pub fn response_error(api_key: i16, code: i16) {
@@ -205,14 +232,28 @@ pub fn bytes(direction: Direction, count: usize) {
     handles[direction as usize].increment(count as u64);
 }
 
-pub fn client_connected() {
-    counter!(CLIENT_CONNECTIONS_TOTAL).increment(1);
-    gauge!(CLIENT_CONNECTIONS).increment(1.0);
+/// Counts one client connection while it is open; whatever ends it, the gauge comes back down.
+#[derive(Debug)]
+pub struct ClientConnection {
+    _private: (),
 }
 
-pub fn client_disconnected(cause: DisconnectCause) {
-    gauge!(CLIENT_CONNECTIONS).decrement(1.0);
-    counter!(DISCONNECTS, "cause" => cause.as_str()).increment(1);
+impl ClientConnection {
+    pub fn open() -> Self {
+        counter!(CLIENT_CONNECTIONS_TOTAL).increment(1);
+        gauge!(CLIENT_CONNECTIONS).increment(1.0);
+        ClientConnection { _private: () }
+    }
+
+    pub fn closed(self, cause: DisconnectCause) {
+        counter!(DISCONNECTS, "cause" => cause.as_str()).increment(1);
+    }
+}
+
+impl Drop for ClientConnection {
+    fn drop(&mut self) {
+        gauge!(CLIENT_CONNECTIONS).decrement(1.0);
+    }
 }
 
 pub fn protocol_error(kind: &'static str) {

@@ -220,6 +220,10 @@ impl Connector {
     /// in metrics.
     pub async fn connect_any(&self, addrs: &[String], node: &str) -> Result<(BrokerStream, String), ConnectError> {
         let config = &self.config;
+        if addrs.is_empty() {
+            telemetry::upstream_connect(node, ConnectError::NoAddress.kind(), Duration::ZERO);
+            return Err(ConnectError::NoAddress);
+        }
         let mut last_error = ConnectError::NoAddress;
         let mut backoff = config.connect_backoff;
         for round in 0..config.connect_attempts {

@@ -125,7 +125,10 @@ pub fn error_name(code: i16) -> &'static str {
             })
             .collect()
     });
-    usize::try_from(code - LOWEST).ok().and_then(|i| names.get(i)).map_or("Unknown", String::as_str)
+    usize::try_from(i32::from(code) - i32::from(LOWEST))
+        .ok()
+        .and_then(|i| names.get(i))
+        .map_or("Unknown", String::as_str)
 }
 
 /// The protocol name of an api key ("Produce", "Metadata", …), or "Unknown".
@@ -220,6 +223,8 @@ mod tests {
         assert_eq!(error_name(36), "TopicAlreadyExists");
         assert_eq!(error_name(-1), "UnknownServerError");
         assert_eq!(error_name(9999), "Unknown");
+        assert_eq!(error_name(i16::MAX), "Unknown");
+        assert_eq!(error_name(i16::MIN), "Unknown");
     }
 
     #[test]

@@ -39,6 +39,8 @@ def main():
 
     excluded = set(annotations.get("traffic.sidecar.istio.io/excludeOutboundPorts", "").split(","))
     check(MSK_PORTS <= excluded, f"Istio excludeOutboundPorts covers {sorted(MSK_PORTS)} (has {sorted(excluded)})")
+    inbound = set(annotations.get("traffic.sidecar.istio.io/excludeInboundPorts", "").split(","))
+    check("9080" in inbound, "Istio excludeInboundPorts lets Prometheus reach 9080")
     check(annotations.get("prometheus.io/scrape") == "true", "prometheus.io/scrape is \"true\"")
     check(annotations.get("prometheus.io/port") == "9080", "prometheus.io/port is 9080")
     check(annotations.get("prometheus.io/path") == "/metrics", "prometheus.io/path is /metrics")
