@@ -12,7 +12,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -33,6 +33,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use raw::RawClient;
 use serde_json::Value;
+use support::scripted::{api_versions_v0, metadata_v1, scripted_broker};
 use support::{Sidecar, Tansu, create_topics, expect_success, kcat, kcat_with_input};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -567,70 +568,6 @@ fn readyz_follows_the_first_metadata_and_the_cluster() {
     assert_eq!(body, "not ready: cluster unreachable\n");
     assert_eq!(sidecar.admin_get("/healthz"), (200, "ok\n".to_owned()));
     eprintln!("[observability] ready {became_ready:?} after the broker came up");
-}
-
-type Script = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
-
-/// A scripted broker (as in tests/robustness.rs): answers each connection's requests with
-/// `answer(request_frame)` until the answer is `None`, then closes that connection.
-fn scripted_broker(answer: Script) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let answer = answer.clone();
-            thread::spawn(move || {
-                loop {
-                    let mut len = [0u8; 4];
-                    if std::io::Read::read_exact(&mut stream, &mut len).is_err() {
-                        return;
-                    }
-                    let mut frame = vec![0u8; 4 + i32::from_be_bytes(len) as usize];
-                    frame[..4].copy_from_slice(&len);
-                    if std::io::Read::read_exact(&mut stream, &mut frame[4..]).is_err() {
-                        return;
-                    }
-                    match answer(&frame) {
-                        Some(bytes) => {
-                            let _ = stream.write_all(&bytes);
-                        }
-                        None => return,
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-fn response(correlation_id: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut out = ((4 + body.len()) as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(correlation_id);
-    out.extend_from_slice(body);
-    out
-}
-
-/// ApiVersions v0 answer offering Metadata v0–v1 only.
-fn api_versions_v0(correlation_id: &[u8]) -> Vec<u8> {
-    let mut body = 0i16.to_be_bytes().to_vec();
-    body.extend_from_slice(&1i32.to_be_bytes());
-    body.extend_from_slice(&[0, 3, 0, 0, 0, 1]);
-    response(correlation_id, &body)
-}
-
-/// Metadata v1 answer listing one broker (node 1) that is also the controller.
-fn metadata_v1(correlation_id: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&1i32.to_be_bytes()); // brokers
-    body.extend_from_slice(&1i32.to_be_bytes()); // node id
-    body.extend_from_slice(&4i16.to_be_bytes());
-    body.extend_from_slice(b"b-01");
-    body.extend_from_slice(&9092i32.to_be_bytes());
-    body.extend_from_slice(&(-1i16).to_be_bytes()); // rack
-    body.extend_from_slice(&1i32.to_be_bytes()); // controller id
-    body.extend_from_slice(&0i32.to_be_bytes()); // topics
-    response(correlation_id, &body)
 }
 
 #[test]

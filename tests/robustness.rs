@@ -4,7 +4,6 @@
 mod raw;
 mod support;
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::Arc;
@@ -14,72 +13,13 @@ use std::time::Duration;
 
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
 use raw::RawClient;
+use support::scripted::{Script, api_versions_v0, metadata_v1, response, scripted_broker, serve_scripted};
 use support::{Sidecar, Tansu};
-
-/// A scripted broker: answers each connection's requests with `answer(request_frame)` until the
-/// answer is `None`, then closes that connection.
-fn scripted_broker(answer: fn(&[u8]) -> Option<Vec<u8>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    serve_scripted(listener, Arc::new(answer));
-    addr
-}
-
-type Script = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
-
-fn serve_scripted(listener: TcpListener, answer: Script) {
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let answer = answer.clone();
-            thread::spawn(move || {
-                loop {
-                    let mut len = [0u8; 4];
-                    if stream.read_exact(&mut len).is_err() {
-                        return;
-                    }
-                    let mut frame = vec![0u8; 4 + i32::from_be_bytes(len) as usize];
-                    frame[..4].copy_from_slice(&len);
-                    if stream.read_exact(&mut frame[4..]).is_err() {
-                        return;
-                    }
-                    match answer(&frame) {
-                        Some(bytes) => {
-                            let _ = stream.write_all(&bytes);
-                        }
-                        None => return,
-                    }
-                }
-            });
-        }
-    });
-}
-
-fn response(correlation_id: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut out = ((4 + body.len()) as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(correlation_id);
-    out.extend_from_slice(body);
-    out
-}
-
-/// Metadata v1 answer listing one broker (node 1), whatever was asked.
-fn good_metadata_v1(correlation_id: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&1i32.to_be_bytes()); // brokers
-    body.extend_from_slice(&1i32.to_be_bytes()); // node id
-    body.extend_from_slice(&4i16.to_be_bytes());
-    body.extend_from_slice(b"b-01");
-    body.extend_from_slice(&9092i32.to_be_bytes());
-    body.extend_from_slice(&(-1i16).to_be_bytes()); // rack
-    body.extend_from_slice(&1i32.to_be_bytes()); // controller id
-    body.extend_from_slice(&0i32.to_be_bytes()); // topics
-    response(correlation_id, &body)
-}
 
 #[test]
 fn malformed_response_closes_only_the_client_that_asked() {
     // Metadata v1 requests from client "evil" get a hostile broker count; everyone else a good one.
-    let broker = scripted_broker(|frame| {
+    let broker = scripted_broker(Arc::new(|frame: &[u8]| {
         let correlation_id = &frame[8..12];
         let api_key = i16::from_be_bytes([frame[4], frame[5]]);
         let client_id_len = i16::from_be_bytes([frame[12], frame[13]]) as usize;
@@ -92,8 +32,8 @@ fn malformed_response_closes_only_the_client_that_asked() {
             body.extend_from_slice(&[0; 8]);
             return Some(response(correlation_id, &body));
         }
-        Some(good_metadata_v1(correlation_id))
-    });
+        Some(metadata_v1(correlation_id))
+    }));
     let sidecar = Sidecar::start(&broker, &[]);
     let mut healthy = RawClient::connect(&sidecar.bootstrap());
     let ask = |client: &mut RawClient| -> MetadataResponse {
@@ -113,11 +53,11 @@ fn malformed_response_closes_only_the_client_that_asked() {
 #[test]
 fn broker_closing_mid_request_closes_the_client_cleanly() {
     // ApiVersions is answered, Metadata makes the broker hang up without answering.
-    let broker = scripted_broker(|frame| {
+    let broker = scripted_broker(Arc::new(|frame: &[u8]| {
         let correlation_id = &frame[8..12];
         let api_key = i16::from_be_bytes([frame[4], frame[5]]);
         (api_key == 18).then(|| api_versions_v0(correlation_id))
-    });
+    }));
     let mut sidecar = Sidecar::start(&broker, &[]);
     for _ in 0..3 {
         let mut client = RawClient::connect(&sidecar.bootstrap());
@@ -150,14 +90,6 @@ fn keepalive_runs_on_client_and_broker_sockets() {
         let seconds: u32 = armed.and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{what}: {text}"));
         assert!((30..=42).contains(&seconds), "{what}: keepalive armed at {seconds}s, expected ~42s:\n{text}");
     }
-}
-
-/// ApiVersions v0 answer offering Metadata v0–v1 only.
-fn api_versions_v0(correlation_id: &[u8]) -> Vec<u8> {
-    let mut body = 0i16.to_be_bytes().to_vec();
-    body.extend_from_slice(&1i32.to_be_bytes());
-    body.extend_from_slice(&[0, 3, 0, 0, 0, 1]);
-    response(correlation_id, &body)
 }
 
 /// Metadata v1 answer listing brokers 1 and 2 at `ports`, with node 2 as controller.

@@ -13,6 +13,8 @@
 
 #![allow(dead_code)]
 
+pub mod scripted;
+
 use std::collections::hash_map::RandomState;
 use std::fs::{self, File};
 use std::hash::{BuildHasher, Hasher};
