@@ -8,7 +8,7 @@
 //! Failures back off instead of retrying in a loop.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -100,6 +100,11 @@ pub async fn run(ctx: Arc<Context>) {
 }
 
 async fn refresh(ctx: &Arc<Context>, connection: &mut Option<ControlConnection>) -> Result<(), ControlError> {
+    if let Some(conn) = connection.as_mut()
+        && conn.is_stale().await
+    {
+        *connection = None;
+    }
     let reused = connection.is_some();
     if !reused {
         *connection = Some(ControlConnection::open(ctx).await?);
@@ -124,6 +129,8 @@ async fn refresh(ctx: &Arc<Context>, connection: &mut Option<ControlConnection>)
 
 struct ControlConnection {
     framed: Framed<BrokerStream, FrameCodec>,
+    /// When the SASL session must be renewed (KIP-368): the connection is replaced before then.
+    reauthenticate_at: Option<Instant>,
     metadata_version: i16,
     next_correlation_id: i32,
 }
@@ -136,10 +143,15 @@ impl ControlConnection {
     }
 
     async fn open_to(ctx: &Context, addresses: &[String]) -> Result<Self, ControlError> {
-        let (stream, addr) = ctx.connector.connect_any(addresses, "control").await?;
-        tracing::debug!(%addr, "control connection open");
-        let framed = Framed::new(stream, FrameCodec::responses(ctx.config.max_frame_bytes));
-        let mut conn = ControlConnection { framed, metadata_version: MIN_METADATA_VERSION, next_correlation_id: 0 };
+        let connected = ctx.connector.connect_any(addresses, "control").await?;
+        tracing::debug!(addr = %connected.addr, "control connection open");
+        let framed = Framed::new(connected.stream, FrameCodec::responses(ctx.config.max_frame_bytes));
+        let mut conn = ControlConnection {
+            framed,
+            reauthenticate_at: connected.reauthenticate_at,
+            metadata_version: MIN_METADATA_VERSION,
+            next_correlation_id: 0,
+        };
         let response = conn.round_trip(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default()).await?;
         let broker_max = metadata_max_version(&response[8..])?;
         if broker_max < MIN_METADATA_VERSION {
@@ -159,8 +171,11 @@ impl ControlConnection {
     }
 
     /// Whether the broker has closed this idle connection (its end reads as closed right away).
+    /// Also stale once its SASL session is due for renewal: a fresh connection authenticates
+    /// anew, and nothing sent on it can be cut off by the broker's session deadline.
     async fn is_stale(&mut self) -> bool {
-        matches!(tokio::time::timeout(Duration::ZERO, self.framed.next()).await, Ok(None | Some(Err(_))))
+        self.reauthenticate_at.is_some_and(|at| Instant::now() >= at)
+            || matches!(tokio::time::timeout(Duration::ZERO, self.framed.next()).await, Ok(None | Some(Err(_))))
     }
 
     /// Sends a client's request frame under a correlation id of this connection and returns the

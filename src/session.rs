@@ -28,7 +28,7 @@ use crate::rewrite::{self, RewriteError};
 use crate::sasl;
 use crate::server::Context;
 use crate::telemetry::{self, Direction, DisconnectCause, RequestCounters, UpstreamConnection};
-use crate::upstream::{BrokerStream, ConnectError};
+use crate::upstream::{BrokerStream, ConnectError, Connected};
 use crate::wire::{FrameCodec, FrameError, peek_request_header, response_correlation_id, response_error_code};
 
 type ClientReader = FramedRead<OwnedReadHalf, FrameCodec>;
@@ -53,6 +53,18 @@ struct InFlight {
     local_answer: Option<Bytes>,
 }
 
+/// Why the request half stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestsEnd {
+    /// The client connection ends, for this cause.
+    Disconnect(DisconnectCause),
+    /// The broker connection's SASL session is due: finish what is in flight, then continue the
+    /// client connection on a freshly authenticated broker connection.
+    Reauthenticate,
+    /// The response half stopped first.
+    ResponsesDone,
+}
+
 /// What one client connection is: who it is and which broker it is bound to.
 struct Session {
     ctx: Arc<Context>,
@@ -71,8 +83,8 @@ pub async fn serve(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, targe
     let started = Instant::now();
     let connection = telemetry::ClientConnection::open();
     let cause = match session.connect_upstream().await {
-        Ok((upstream, broker)) => {
-            tracing::debug!(%peer, %broker, "upstream connected");
+        Ok(upstream) => {
+            tracing::debug!(%peer, broker = %upstream.addr, "upstream connected");
             session.proxy(client, upstream).await
         }
         Err(error) => {
@@ -86,7 +98,7 @@ pub async fn serve(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, targe
 }
 
 impl Session {
-    async fn connect_upstream(&self) -> Result<(BrokerStream, String), ConnectError> {
+    async fn connect_upstream(&self) -> Result<Connected, ConnectError> {
         let ctx = &self.ctx;
         let addresses = match self.node_id {
             None => {
@@ -105,26 +117,63 @@ impl Session {
         result
     }
 
-    async fn proxy(&self, client: TcpStream, upstream: BrokerStream) -> DisconnectCause {
-        let _open = UpstreamConnection::open(&telemetry::node_label(self.node_id));
+    /// Proxies until the client connection ends. When the broker limits its SASL session
+    /// (KIP-368), the client connection moves to a freshly authenticated broker connection before
+    /// the deadline, once every request in flight is answered.
+    async fn proxy(&self, client: TcpStream, mut upstream: Connected) -> DisconnectCause {
         let max_frame = self.ctx.config.max_frame_bytes;
         let (client_read, client_write) = client.into_split();
-        let (upstream_read, upstream_write) = tokio::io::split(upstream);
-        let requests = FramedRead::new(client_read, FrameCodec::requests(max_frame));
+        let mut requests = FramedRead::new(client_read, FrameCodec::requests(max_frame));
+        let mut to_client = FramedWrite::new(client_write, FrameCodec::responses(max_frame));
+        loop {
+            match self.proxy_on(&mut requests, &mut to_client, upstream).await {
+                RequestsEnd::Disconnect(cause) => return cause,
+                RequestsEnd::ResponsesDone => return DisconnectCause::ClientClosed,
+                RequestsEnd::Reauthenticate => match self.connect_upstream().await {
+                    Ok(next) => {
+                        tracing::debug!(peer = %self.peer, broker = %next.addr, "broker session renewed");
+                        upstream = next;
+                    }
+                    Err(error) => {
+                        tracing::debug!(peer = %self.peer, %error, "cannot renew the broker session");
+                        return DisconnectCause::UpstreamUnavailable;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Proxies over one broker connection until either side stops.
+    async fn proxy_on(
+        &self,
+        requests: &mut ClientReader,
+        to_client: &mut ClientWriter,
+        upstream: Connected,
+    ) -> RequestsEnd {
+        let _open = UpstreamConnection::open(&telemetry::node_label(self.node_id));
+        let max_frame = self.ctx.config.max_frame_bytes;
+        let (upstream_read, upstream_write) = tokio::io::split(upstream.stream);
         let to_broker = FramedWrite::new(upstream_write, FrameCodec::requests(max_frame));
         let responses = FramedRead::new(upstream_read, FrameCodec::responses(max_frame));
-        let to_client = FramedWrite::new(client_write, FrameCodec::responses(max_frame));
 
         let (in_flight_tx, in_flight_rx) = mpsc::channel(self.ctx.config.max_inflight);
         let responses_done = CancellationToken::new();
-        let forward = self.forward_requests(requests, to_broker, in_flight_tx, responses_done.clone());
+        let forward = self.forward_requests(
+            requests,
+            to_broker,
+            in_flight_tx,
+            responses_done.clone(),
+            upstream.reauthenticate_at,
+        );
         let answer = async {
             let cause = self.return_responses(responses, to_client, in_flight_rx).await;
             responses_done.cancel();
             cause
         };
-        let (request_end, response_end) = tokio::join!(forward, answer);
-        request_end.or(response_end).unwrap_or(DisconnectCause::ClientClosed)
+        match tokio::join!(forward, answer) {
+            (_, Some(cause)) => RequestsEnd::Disconnect(cause),
+            (end, None) => end,
+        }
     }
 
     /// Client → broker. Returns why it stopped, or `None` when the response half stopped first.
@@ -133,38 +182,43 @@ impl Session {
     /// request and then closes its end.
     async fn forward_requests(
         &self,
-        requests: ClientReader,
+        requests: &mut ClientReader,
         mut to_broker: BrokerWriter,
         in_flight: mpsc::Sender<InFlight>,
         responses_done: CancellationToken,
-    ) -> Option<DisconnectCause> {
-        let cause = self.forward_each_request(requests, &mut to_broker, in_flight, responses_done).await;
+        reauthenticate_at: Option<Instant>,
+    ) -> RequestsEnd {
+        let end =
+            self.forward_each_request(requests, &mut to_broker, in_flight, responses_done, reauthenticate_at).await;
         let _ = to_broker.close().await;
-        cause
+        end
     }
 
     async fn forward_each_request(
         &self,
-        mut requests: ClientReader,
+        requests: &mut ClientReader,
         to_broker: &mut BrokerWriter,
         in_flight: mpsc::Sender<InFlight>,
         responses_done: CancellationToken,
-    ) -> Option<DisconnectCause> {
+        reauthenticate_at: Option<Instant>,
+    ) -> RequestsEnd {
+        use RequestsEnd::Disconnect;
         let (ctx, peer) = (&self.ctx, self.peer);
         let mut counters = RequestCounters::new(telemetry::node_label(self.node_id));
         let idle_timeout = ctx.config.client_idle_timeout;
         loop {
             let next = requests.next();
             let frame = tokio::select! {
-                _ = ctx.shutdown.cancelled() => return Some(DisconnectCause::Shutdown),
-                _ = responses_done.cancelled() => return None,
-                _ = idle(idle_timeout) => return Some(DisconnectCause::Idle),
+                _ = ctx.shutdown.cancelled() => return Disconnect(DisconnectCause::Shutdown),
+                _ = responses_done.cancelled() => return RequestsEnd::ResponsesDone,
+                _ = idle(idle_timeout) => return Disconnect(DisconnectCause::Idle),
+                _ = until(reauthenticate_at) => return RequestsEnd::Reauthenticate,
                 frame = next => frame,
             };
             let frame = match frame {
-                None => return Some(DisconnectCause::ClientClosed),
+                None => return Disconnect(DisconnectCause::ClientClosed),
                 Some(Ok(frame)) => frame,
-                Some(Err(error)) => return Some(client_frame_error(&error, peer)),
+                Some(Err(error)) => return Disconnect(client_frame_error(&error, peer)),
             };
             let received = Instant::now();
             telemetry::bytes(Direction::ClientToSidecar, frame.len());
@@ -173,7 +227,7 @@ impl Session {
                 Err(error) => {
                     telemetry::protocol_error("bad_request_header");
                     tracing::warn!(%peer, %error, "malformed request header; closing client");
-                    return Some(DisconnectCause::ProtocolError);
+                    return Disconnect(DisconnectCause::ProtocolError);
                 }
             };
             counters.count(header.api_key);
@@ -183,7 +237,7 @@ impl Session {
                     telemetry::protocol_error("bad_request_body");
                     let client_id = header.client_id(&frame);
                     tracing::warn!(%peer, client_id, %error, "malformed produce request; closing client");
-                    return Some(DisconnectCause::ProtocolError);
+                    return Disconnect(DisconnectCause::ProtocolError);
                 }
             };
             let local_answer = match &ctx.connector.sasl {
@@ -207,7 +261,7 @@ impl Session {
                     local_answer: local_answer.clone(),
                 };
                 if in_flight.send(entry).await.is_err() {
-                    return None;
+                    return RequestsEnd::ResponsesDone;
                 }
             }
             if local_answer.is_some() {
@@ -216,7 +270,7 @@ impl Session {
             let len = frame.len();
             if let Err(error) = to_broker.send(frame).await {
                 tracing::info!(%peer, %error, "broker connection lost while forwarding");
-                return Some(DisconnectCause::BrokerClosed);
+                return Disconnect(DisconnectCause::BrokerClosed);
             }
             telemetry::bytes(Direction::SidecarToBroker, len);
         }
@@ -227,14 +281,14 @@ impl Session {
     async fn return_responses(
         &self,
         mut responses: BrokerReader,
-        mut to_client: ClientWriter,
+        to_client: &mut ClientWriter,
         mut in_flight: mpsc::Receiver<InFlight>,
     ) -> Option<DisconnectCause> {
         let peer = self.peer;
         let mut waiting: VecDeque<InFlight> = VecDeque::new();
         let mut requests_open = true;
         loop {
-            if let Err(cause) = send_local_answers(&mut waiting, &mut to_client).await {
+            if let Err(cause) = send_local_answers(&mut waiting, to_client).await {
                 return Some(cause);
             }
             if !requests_open && waiting.is_empty() {
@@ -273,7 +327,7 @@ impl Session {
             while let Ok(entry) = in_flight.try_recv() {
                 waiting.push_back(entry);
             }
-            if let Err(cause) = send_local_answers(&mut waiting, &mut to_client).await {
+            if let Err(cause) = send_local_answers(&mut waiting, to_client).await {
                 return Some(cause);
             }
             let Ok(correlation_id) = response_correlation_id(&frame) else {
@@ -357,6 +411,14 @@ async fn send_local_answers(
         telemetry::request_duration(entry.api_key, entry.received.elapsed());
     }
     Ok(())
+}
+
+/// Resolves at `deadline`, or never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves after `timeout` without a request, or never when idle timeouts are off.

@@ -146,6 +146,20 @@ impl AsyncWrite for BrokerStream {
     }
 }
 
+/// An open, authenticated broker connection.
+#[derive(Debug)]
+pub struct Connected {
+    pub stream: BrokerStream,
+    /// The address it reached.
+    pub addr: String,
+    /// When the connection must be authenticated again (KIP-368), if the broker limits its
+    /// session: shortly before the broker's deadline.
+    pub reauthenticate_at: Option<Instant>,
+}
+
+/// Re-authenticate when this share of the broker's session lifetime has passed.
+const REAUTHENTICATE_AT: f64 = 0.85;
+
 /// Opens broker connections: TCP with the socket options, then TLS and SASL where configured.
 #[derive(Debug)]
 pub struct Connector {
@@ -187,7 +201,7 @@ impl Connector {
     }
 
     /// One connection to `addr`, secured and authenticated as configured.
-    pub async fn connect(&self, addr: &str) -> Result<BrokerStream, ConnectError> {
+    pub async fn connect(&self, addr: &str) -> Result<Connected, ConnectError> {
         let tcp = connect(addr, &self.config, &self.sockets).await?;
         let mut stream = match &self.tls {
             None => BrokerStream::Plain(tcp),
@@ -201,6 +215,7 @@ impl Connector {
                 BrokerStream::Tls(Box::new(tls_stream))
             }
         };
+        let mut reauthenticate_at = None;
         if let Some(sasl) = &self.sasl {
             let sasl_error =
                 |source| ConnectError::Sasl { addr: addr.to_owned(), mechanism: sasl.mechanism.name(), source };
@@ -210,15 +225,16 @@ impl Connector {
                 authenticated.map_err(|_| sasl_error(SaslError::Io("timed out".into())))?.map_err(sasl_error)?;
             if let Some(lifetime) = lifetime {
                 tracing::debug!(%addr, ?lifetime, "broker limits the SASL session lifetime");
+                reauthenticate_at = Some(Instant::now() + lifetime.mul_f64(REAUTHENTICATE_AT));
             }
         }
-        Ok(stream)
+        Ok(Connected { stream, addr: addr.to_owned(), reauthenticate_at })
     }
 
     /// Tries every address in order, for up to `connect_attempts` rounds with doubling backoff
     /// between rounds. Returns the stream and the address it reached. `node` labels the attempts
     /// in metrics.
-    pub async fn connect_any(&self, addrs: &[String], node: &str) -> Result<(BrokerStream, String), ConnectError> {
+    pub async fn connect_any(&self, addrs: &[String], node: &str) -> Result<Connected, ConnectError> {
         let config = &self.config;
         if addrs.is_empty() {
             telemetry::upstream_connect(node, ConnectError::NoAddress.kind(), Duration::ZERO);
@@ -234,10 +250,10 @@ impl Connector {
             for addr in addrs {
                 let started = Instant::now();
                 match self.connect(addr).await {
-                    Ok(stream) => {
+                    Ok(connected) => {
                         telemetry::upstream_connect(node, "ok", started.elapsed());
                         self.report(addr, Ok(()));
-                        return Ok((stream, addr.clone()));
+                        return Ok(connected);
                     }
                     Err(e) => {
                         telemetry::upstream_connect(node, e.kind(), started.elapsed());
