@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the integration tests and the demo need, outside the repo:
 #   * Debian packages: kcat, prometheus (the server and promtool, for tests/observability.rs;
-#     installed without recommends, so no node exporter comes along), and python3-venv where
-#     `python3 -m venv` lacks it
+#     installed without recommends, so no node exporter comes along), stunnel4 and openssl (TLS
+#     in front of the test brokers, and their certificates, for tests/security/), and
+#     python3-venv where `python3 -m venv` lacks it
 #   * a Python venv with the pinned clients from tests/clients/requirements.txt
 #   * the test broker Tansu 0.6.0, built once per machine with cargo install
 #
@@ -66,6 +67,17 @@ else
     step "prometheus: installed from Debian"
 fi
 
+# stunnel terminates TLS in front of the test brokers; openssl makes their certificates.
+tls_missing=()
+deb_installed stunnel4 && command -v stunnel4 >/dev/null 2>&1 || tls_missing+=(stunnel4)
+deb_installed openssl && command -v openssl >/dev/null 2>&1 || tls_missing+=(openssl)
+if [ "${#tls_missing[@]}" -eq 0 ]; then
+    step "stunnel4, openssl: installed"
+else
+    apt_install "${tls_missing[@]}"
+    step "${tls_missing[*]}: installed from Debian"
+fi
+
 # kubectl renders the kustomize overlays in tests/deploy.rs; the machine image ships it.
 if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
     step "kubectl: installed ($(kubectl version --client 2>/dev/null | head -n 1))"
@@ -83,7 +95,7 @@ req_hash="$( (cat "$REQUIREMENTS"; python3 -c 'import sys; print(sys.version)') 
 stamp="$VENV/.requirements.sha256"
 
 if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$req_hash" ] &&
-    "$VENV/bin/python" -c 'import confluent_kafka, kafka, aiokafka' >/dev/null 2>&1; then
+    "$VENV/bin/python" -c 'import confluent_kafka, kafka, aiokafka, scramp' >/dev/null 2>&1; then
     step "python venv: up to date ($VENV)"
 else
     # `python3 -m venv` needs ensurepip; Debian's own python3 ships it in
@@ -97,7 +109,7 @@ else
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --prefer-binary \
         -r "$REQUIREMENTS" </dev/null ||
         die "pip install -r $REQUIREMENTS failed"
-    "$VENV/bin/python" -c 'import confluent_kafka, kafka, aiokafka' ||
+    "$VENV/bin/python" -c 'import confluent_kafka, kafka, aiokafka, scramp' ||
         die "the venv at $VENV cannot import the client libraries"
     printf '%s\n' "$req_hash" >"$stamp"
     step "python venv: installed $(grep -cE '^[A-Za-z0-9]' "$REQUIREMENTS") pinned packages ($VENV)"

@@ -103,10 +103,23 @@ impl BrokerTls {
     }
 }
 
-/// rustls' own words for why a handshake failed (unknown issuer, name mismatch, expired…).
+/// rustls' own words for why a handshake failed (unknown issuer, name mismatch, expired…),
+/// without the current time, so the same cause reads the same on every attempt.
 fn handshake_reason(error: &std::io::Error) -> String {
+    use rustls::CertificateError;
     match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::InvalidCertificate(cert)) => format!("invalid broker certificate: {cert:?}"),
+        Some(rustls::Error::InvalidCertificate(cert)) => match cert {
+            CertificateError::ExpiredContext { not_after, .. } => {
+                format!("invalid broker certificate: Expired (not valid after unix time {})", not_after.as_secs())
+            }
+            CertificateError::NotValidYetContext { not_before, .. } => {
+                format!("invalid broker certificate: NotValidYet (not valid before unix time {})", not_before.as_secs())
+            }
+            CertificateError::NotValidForNameContext { expected, presented } => format!(
+                "invalid broker certificate: NotValidForName (dialled {expected:?}, certificate names {presented:?})"
+            ),
+            other => format!("invalid broker certificate: {other:?}"),
+        },
         Some(rustls::Error::AlertReceived(alert)) => format!("broker refused the handshake: {alert:?}"),
         Some(other) => other.to_string(),
         None => error.to_string(),
