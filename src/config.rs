@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::admin_retry::RetryPolicy;
 use crate::rewrite::Advertised;
 use crate::sasl::{Mechanism, SaslConfig, Secret};
-use crate::tls::TlsSettings;
+use crate::tls::{ListenerTlsSettings, TlsSettings};
 use crate::upstream::{Keepalive, SocketOptions, UpstreamConfig};
 use crate::wire::DEFAULT_MAX_FRAME_BYTES;
 
@@ -125,6 +125,15 @@ pub struct Settings {
     #[arg(long, env = "KAFKA_SIDECAR_TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
 
+    /// PEM certificate chain for TLS on the Kafka listeners, for setups where clients reach the
+    /// sidecar over a network [default: plaintext listeners].
+    #[arg(long, env = "KAFKA_SIDECAR_LISTENER_TLS_CERT_FILE")]
+    pub listener_tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of the listener certificate.
+    #[arg(long, env = "KAFKA_SIDECAR_LISTENER_TLS_KEY_FILE")]
+    pub listener_tls_key_file: Option<PathBuf>,
+
     /// SASL mechanism the sidecar authenticates with: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or
     /// AWS_MSK_IAM (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)
     /// [default: none].
@@ -215,6 +224,8 @@ impl Settings {
             tls_ca_file: self.tls_ca_file.or(fallback.tls_ca_file),
             tls_cert_file: self.tls_cert_file.or(fallback.tls_cert_file),
             tls_key_file: self.tls_key_file.or(fallback.tls_key_file),
+            listener_tls_cert_file: self.listener_tls_cert_file.or(fallback.listener_tls_cert_file),
+            listener_tls_key_file: self.listener_tls_key_file.or(fallback.listener_tls_key_file),
             sasl_mechanism: self.sasl_mechanism.or(fallback.sasl_mechanism),
             sasl_username: self.sasl_username.or(fallback.sasl_username),
             sasl_password: self.sasl_password.or(fallback.sasl_password),
@@ -258,6 +269,8 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// SASL towards brokers, when enabled.
     pub sasl: Option<SaslConfig>,
+    /// TLS on the Kafka listeners, when enabled.
+    pub listener_tls: Option<ListenerTlsSettings>,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -306,6 +319,16 @@ impl Config {
             p.0.push(("tls-cert-file", "a client certificate needs both --tls-cert-file and --tls-key-file".into()));
         }
         let sasl = sasl_config(&s, &mut p);
+        let listener_tls = match (&s.listener_tls_cert_file, &s.listener_tls_key_file) {
+            (Some(cert_file), Some(key_file)) => {
+                Some(ListenerTlsSettings { cert_file: cert_file.clone(), key_file: key_file.clone() })
+            }
+            (None, None) => None,
+            _ => {
+                p.0.push(("listener-tls-cert-file", "listener TLS needs both a certificate and a key file".into()));
+                None
+            }
+        };
 
         let bootstrap_servers: Vec<String> =
             s.bootstrap_servers.iter().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect();
@@ -417,6 +440,7 @@ impl Config {
             admin_retry,
             tls,
             sasl,
+            listener_tls,
             log_format,
             log_level: s.log_level.unwrap_or_else(|| "info".into()),
         })

@@ -18,8 +18,9 @@ use tokio_util::codec::Framed;
 
 use crate::rewrite::{self, Endpoint};
 use crate::server::Context;
+use crate::stream::Stream;
 use crate::telemetry;
-use crate::upstream::{BrokerStream, ConnectError};
+use crate::upstream::ConnectError;
 use crate::wire::{self, DecodeError, FrameCodec, FrameError, Reader};
 
 /// The Metadata version the control connection asks for, at most.
@@ -128,7 +129,7 @@ async fn refresh(ctx: &Arc<Context>, connection: &mut Option<ControlConnection>)
 }
 
 struct ControlConnection {
-    framed: Framed<BrokerStream, FrameCodec>,
+    framed: Framed<Stream, FrameCodec>,
     /// When the SASL session must be renewed (KIP-368): the connection is replaced before then.
     reauthenticate_at: Option<Instant>,
     metadata_version: i16,

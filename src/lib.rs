@@ -23,6 +23,7 @@ pub mod rewrite;
 pub mod sasl;
 pub mod server;
 pub mod session;
+pub mod stream;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;

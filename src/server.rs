@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::control::Links;
 use crate::listener::{BrokerListeners, Target};
-use crate::tls::{BrokerTls, TlsError};
+use crate::tls::{BrokerTls, ListenerTls, TlsError};
 use crate::topology::Topology;
 use crate::upstream::Connector;
 use crate::{admin_http, control, listener};
@@ -32,6 +32,8 @@ pub struct Context {
     pub links: Links,
     /// Opens broker connections (TCP, TLS, SASL) as configured.
     pub connector: Connector,
+    /// TLS on the Kafka listeners, when configured.
+    pub listener_tls: Option<ListenerTls>,
     /// Cancelled when the sidecar starts shutting down: listeners stop accepting, sessions stop
     /// reading new requests.
     pub shutdown: CancellationToken,
@@ -45,8 +47,10 @@ impl Context {
     pub fn new(config: Config) -> Result<Self, ServerError> {
         let tls = config.tls.clone().map(BrokerTls::new).transpose()?;
         let connector = Connector::new(config.upstream, config.sockets, tls, config.sasl.clone());
+        let listener_tls = config.listener_tls.clone().map(ListenerTls::new).transpose()?;
         Ok(Context {
             connector,
+            listener_tls,
             config,
             topology: Topology::default(),
             broker_listeners: BrokerListeners::default(),
@@ -76,7 +80,7 @@ impl Context {
 pub enum ServerError {
     #[error("cannot bind the {what} listener on {addr}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
-    #[error("TLS towards brokers: {0}")]
+    #[error("TLS: {0}")]
     Tls(#[from] TlsError),
 }
 

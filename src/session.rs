@@ -17,7 +17,6 @@ use futures_util::{SinkExt, StreamExt};
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -27,14 +26,16 @@ use crate::listener::{Target, ensure_broker_listener};
 use crate::rewrite::{self, RewriteError};
 use crate::sasl;
 use crate::server::Context;
+use crate::stream::Stream;
 use crate::telemetry::{self, Direction, DisconnectCause, RequestCounters, UpstreamConnection};
-use crate::upstream::{BrokerStream, ConnectError, Connected};
+use crate::tls::TlsError;
+use crate::upstream::{ConnectError, Connected};
 use crate::wire::{FrameCodec, FrameError, peek_request_header, response_correlation_id, response_error_code};
 
-type ClientReader = FramedRead<OwnedReadHalf, FrameCodec>;
-type ClientWriter = FramedWrite<OwnedWriteHalf, FrameCodec>;
-type BrokerReader = FramedRead<ReadHalf<BrokerStream>, FrameCodec>;
-type BrokerWriter = FramedWrite<WriteHalf<BrokerStream>, FrameCodec>;
+type ClientReader = FramedRead<ReadHalf<Stream>, FrameCodec>;
+type ClientWriter = FramedWrite<WriteHalf<Stream>, FrameCodec>;
+type BrokerReader = FramedRead<ReadHalf<Stream>, FrameCodec>;
+type BrokerWriter = FramedWrite<WriteHalf<Stream>, FrameCodec>;
 
 /// How long a finished session waits for the broker to close its end.
 const UPSTREAM_LINGER: Duration = Duration::from_secs(2);
@@ -82,6 +83,15 @@ pub async fn serve(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, targe
     let session = Session { ctx, peer, node_id };
     let started = Instant::now();
     let connection = telemetry::ClientConnection::open();
+    let client = match session.client_stream(client).await {
+        Ok(client) => client,
+        Err(error) => {
+            telemetry::protocol_error(error.kind());
+            tracing::warn!(%peer, %error, "client TLS handshake failed");
+            connection.closed(DisconnectCause::ProtocolError);
+            return;
+        }
+    };
     let cause = match session.connect_upstream().await {
         Ok(upstream) => {
             tracing::debug!(%peer, broker = %upstream.addr, "upstream connected");
@@ -98,6 +108,17 @@ pub async fn serve(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, targe
 }
 
 impl Session {
+    /// The client's connection: plain, or TLS when the listeners are configured for it.
+    async fn client_stream(&self, tcp: TcpStream) -> Result<Stream, TlsError> {
+        let Some(tls) = &self.ctx.listener_tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let handshake = tokio::time::timeout(self.ctx.config.upstream.connect_timeout, tls.accept(tcp)).await;
+        let tls_stream = handshake
+            .map_err(|_| TlsError::Handshake { host: "client".into(), reason: "handshake timed out".into() })??;
+        Ok(Stream::Tls(Box::new(tls_stream.into())))
+    }
+
     async fn connect_upstream(&self) -> Result<Connected, ConnectError> {
         let ctx = &self.ctx;
         let addresses = match self.node_id {
@@ -120,9 +141,9 @@ impl Session {
     /// Proxies until the client connection ends. When the broker limits its SASL session
     /// (KIP-368), the client connection moves to a freshly authenticated broker connection before
     /// the deadline, once every request in flight is answered.
-    async fn proxy(&self, client: TcpStream, mut upstream: Connected) -> DisconnectCause {
+    async fn proxy(&self, client: Stream, mut upstream: Connected) -> DisconnectCause {
         let max_frame = self.ctx.config.max_frame_bytes;
-        let (client_read, client_write) = client.into_split();
+        let (client_read, client_write) = tokio::io::split(client);
         let mut requests = FramedRead::new(client_read, FrameCodec::requests(max_frame));
         let mut to_client = FramedWrite::new(client_write, FrameCodec::responses(max_frame));
         loop {

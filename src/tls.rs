@@ -1,4 +1,5 @@
-//! TLS towards the brokers: trust roots, client certificates, and their reload from disk.
+//! TLS towards the brokers (trust roots, client certificates) and, optionally, on the Kafka
+//! listeners (the sidecar's own certificate), all reloaded from disk when the files change.
 //!
 //! The rustls client configuration is built from the system's trust store or a CA bundle, plus
 //! an optional client certificate and key for mutual TLS. Each broker connection verifies the
@@ -11,12 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use rustls::ClientConfig;
+use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
 /// Where the TLS material comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -53,54 +53,114 @@ impl TlsError {
     }
 }
 
+/// Modification time and size of each file: a change means a new set to load.
+type Stamp = Vec<Option<(SystemTime, u64)>>;
+
+/// TLS material built from files and rebuilt for new connections when any file changes on disk.
+struct Reloadable<C> {
+    files: Vec<PathBuf>,
+    load: Box<dyn Fn() -> Result<C, TlsError> + Send + Sync>,
+    current: Mutex<(Arc<C>, Stamp)>,
+}
+
+impl<C> std::fmt::Debug for Reloadable<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloadable").field("files", &self.files).finish()
+    }
+}
+
+impl<C> Reloadable<C> {
+    fn new(
+        files: Vec<PathBuf>,
+        load: impl Fn() -> Result<C, TlsError> + Send + Sync + 'static,
+    ) -> Result<Self, TlsError> {
+        let current = Mutex::new((Arc::new(load()?), stamp(&files)));
+        Ok(Reloadable { files, load: Box::new(load), current })
+    }
+
+    /// The material for a new connection, rebuilt first if any file changed.
+    fn get(&self) -> Arc<C> {
+        let mut current = self.current.lock().expect("tls lock");
+        let now = stamp(&self.files);
+        if now != current.1 {
+            match (self.load)() {
+                Ok(config) => {
+                    tracing::info!(files = ?self.files, "TLS files changed on disk; new connections use them");
+                    *current = (Arc::new(config), now);
+                }
+                Err(error) => {
+                    // Keep the working material; a half-written secret is retried next time.
+                    tracing::warn!(%error, "TLS files changed but cannot be loaded; keeping the previous ones");
+                }
+            }
+        }
+        current.0.clone()
+    }
+}
+
 /// Opens TLS sessions to brokers with the current configuration.
 #[derive(Debug)]
 pub struct BrokerTls {
-    settings: TlsSettings,
-    current: Mutex<Loaded>,
-}
-
-#[derive(Debug)]
-struct Loaded {
-    config: Arc<ClientConfig>,
-    stamp: Vec<Option<(SystemTime, u64)>>,
+    config: Reloadable<ClientConfig>,
 }
 
 impl BrokerTls {
     /// Loads the configuration; fails with the exact cause when a file is missing or invalid.
     pub fn new(settings: TlsSettings) -> Result<Self, TlsError> {
-        let loaded = Loaded { config: Arc::new(client_config(&settings)?), stamp: stamp(&settings) };
-        Ok(BrokerTls { settings, current: Mutex::new(loaded) })
-    }
-
-    /// The configuration for a new connection, reloaded first if any file changed on disk.
-    fn config(&self) -> Arc<ClientConfig> {
-        let mut current = self.current.lock().expect("tls lock");
-        let now = stamp(&self.settings);
-        if now != current.stamp {
-            match client_config(&self.settings) {
-                Ok(config) => {
-                    tracing::info!("TLS files changed on disk; new broker connections use them");
-                    *current = Loaded { config: Arc::new(config), stamp: now };
-                }
-                Err(error) => {
-                    // Keep the working configuration; a half-written secret is retried next time.
-                    tracing::warn!(%error, "TLS files changed but cannot be loaded; keeping the previous ones");
-                }
-            }
-        }
-        current.config.clone()
+        let files = [&settings.ca_file, &settings.client_cert_file, &settings.client_key_file];
+        let files = files.into_iter().flatten().cloned().collect();
+        Ok(BrokerTls { config: Reloadable::new(files, move || client_config(&settings))? })
     }
 
     /// Runs the TLS handshake on `tcp`, verifying the certificate against `host`.
-    pub async fn connect(&self, host: &str, tcp: TcpStream) -> Result<TlsStream<TcpStream>, TlsError> {
+    pub async fn connect(&self, host: &str, tcp: TcpStream) -> Result<client::TlsStream<TcpStream>, TlsError> {
         let server_name =
             ServerName::try_from(host.to_owned()).map_err(|_| TlsError::ServerName { host: host.to_owned() })?;
-        TlsConnector::from(self.config())
+        TlsConnector::from(self.config.get())
             .connect(server_name, tcp)
             .await
             .map_err(|e| TlsError::Handshake { host: host.to_owned(), reason: handshake_reason(&e) })
     }
+}
+
+/// Where the sidecar's own listener certificate comes from (TLS on the Kafka listeners).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// Accepts TLS clients on the Kafka listeners with the current certificate.
+#[derive(Debug)]
+pub struct ListenerTls {
+    config: Reloadable<ServerConfig>,
+}
+
+impl ListenerTls {
+    pub fn new(settings: ListenerTlsSettings) -> Result<Self, TlsError> {
+        let files = vec![settings.cert_file.clone(), settings.key_file.clone()];
+        Ok(ListenerTls { config: Reloadable::new(files, move || server_config(&settings))? })
+    }
+
+    /// Runs the server side of the TLS handshake with a client.
+    pub async fn accept(&self, tcp: TcpStream) -> Result<server::TlsStream<TcpStream>, TlsError> {
+        TlsAcceptor::from(self.config.get())
+            .accept(tcp)
+            .await
+            .map_err(|e| TlsError::Handshake { host: "client".into(), reason: handshake_reason(&e) })
+    }
+}
+
+fn server_config(settings: &ListenerTlsSettings) -> Result<ServerConfig, TlsError> {
+    let chain = certificates(&settings.cert_file, "listener certificate")?;
+    let key = PrivateKeyDer::from_pem_file(&settings.key_file)
+        .map_err(|e| file_error("listener key", &settings.key_file, e))?;
+    ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Config(e.to_string()))
 }
 
 /// rustls' own words for why a handshake failed (unknown issuer, name mismatch, expired…),
@@ -126,11 +186,11 @@ fn handshake_reason(error: &std::io::Error) -> String {
     }
 }
 
-fn stamp(settings: &TlsSettings) -> Vec<Option<(SystemTime, u64)>> {
-    [&settings.ca_file, &settings.client_cert_file, &settings.client_key_file]
-        .into_iter()
+fn stamp(files: &[PathBuf]) -> Stamp {
+    files
+        .iter()
         .map(|path| {
-            let meta = std::fs::metadata(path.as_ref()?).ok()?;
+            let meta = std::fs::metadata(path).ok()?;
             Some((meta.modified().ok()?, meta.len()))
         })
         .collect()

@@ -5,21 +5,17 @@
 //! TCP, then TLS and SASL authentication when enabled; it tries each address in turn with a
 //! per-attempt timeout and exponential backoff between rounds, never in a tight loop.
 
+use std::collections::HashMap;
 use std::io;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use socket2::{SockRef, TcpKeepalive};
-use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::Mutex;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout};
-use tokio_rustls::client::TlsStream;
 
 use crate::sasl::{SaslConfig, SaslError};
+use crate::stream::Stream;
 use crate::telemetry;
 use crate::tls::{BrokerTls, TlsError};
 
@@ -107,49 +103,10 @@ pub async fn connect(addr: &str, config: &UpstreamConfig, options: &SocketOption
     Ok(stream)
 }
 
-/// A connection to a broker: plain TCP or TLS.
-#[derive(Debug)]
-pub enum BrokerStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for BrokerStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BrokerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for BrokerStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            BrokerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BrokerStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BrokerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
 /// An open, authenticated broker connection.
 #[derive(Debug)]
 pub struct Connected {
-    pub stream: BrokerStream,
+    pub stream: Stream,
     /// The address it reached.
     pub addr: String,
     /// When the connection must be authenticated again (KIP-368), if the broker limits its
@@ -204,7 +161,7 @@ impl Connector {
     pub async fn connect(&self, addr: &str) -> Result<Connected, ConnectError> {
         let tcp = connect(addr, &self.config, &self.sockets).await?;
         let mut stream = match &self.tls {
-            None => BrokerStream::Plain(tcp),
+            None => Stream::Plain(tcp),
             Some(tls) => {
                 let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
                 let handshake = timeout(self.config.connect_timeout, tls.connect(host, tcp)).await;
@@ -212,7 +169,7 @@ impl Connector {
                     addr: addr.to_owned(),
                     after: self.config.connect_timeout,
                 })??;
-                BrokerStream::Tls(Box::new(tls_stream))
+                Stream::Tls(Box::new(tls_stream.into()))
             }
         };
         let mut reauthenticate_at = None;

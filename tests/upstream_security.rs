@@ -261,3 +261,28 @@ fn sasl_sessions_are_renewed_before_the_broker_deadline() {
     assert_eq!(broker.expired_sessions(), 0, "no session outlived its lifetime");
     assert!(broker.successful_authentications() >= before + 2, "sessions were renewed");
 }
+
+#[test]
+fn tls_on_the_listeners_serves_tls_clients() {
+    let tansu = support::Tansu::start();
+    let certs = security::Certs::shared();
+    let server = certs.server(ServerCert::Localhost);
+    let sidecar = Sidecar::start(
+        &tansu.addr(),
+        &[
+            "--advertised-host",
+            "localhost",
+            "--listener-tls-cert-file",
+            path(&server.cert),
+            "--listener-tls-key-file",
+            path(&server.key),
+        ],
+    );
+    let bootstrap = format!("localhost:{}", sidecar.bootstrap_port());
+    let tls = ["-X", "security.protocol=SSL", "-X", &format!("ssl.ca.location={}", path(certs.ca_cert()))];
+    let listing = expect_success("kcat -L over TLS", &kcat(&[&["-b", bootstrap.as_str(), "-L"][..], &tls].concat()));
+    assert!(listing.contains(&format!("localhost:{}", sidecar.broker_port_base() as u32 + 111)), "{listing}");
+    // A plaintext client cannot talk to a TLS listener.
+    let plain = kcat(&["-b", &bootstrap, "-L", "-m", "3"]);
+    assert!(!plain.status.success());
+}

@@ -94,7 +94,7 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec
 }
 
 /// SigV4 URI encoding: everything but unreserved characters, `/` included.
-fn uri_encode(value: &str) -> String {
+pub(super) fn uri_encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

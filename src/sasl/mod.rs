@@ -9,6 +9,7 @@
 pub mod iam;
 pub mod loopback;
 mod scram;
+pub mod web_identity;
 
 use std::fmt;
 use std::time::Duration;
@@ -132,7 +133,7 @@ where
             Ok(lifetime)
         }
         Mechanism::AwsMskIam => {
-            let credentials = iam::AwsCredentials::from_env()?;
+            let credentials = web_identity::credentials(&config.region).await?;
             let token = iam::token(&credentials, &config.region, std::time::SystemTime::now());
             let (_, lifetime) = exchange.authenticate(iam::oauthbearer_message(&token)).await?;
             Ok(lifetime)
