@@ -10,10 +10,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, MetadataRequest, RequestHeader};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, MetadataRequest};
+use kafka_protocol::protocol::Encodable;
 use tokio_util::codec::Framed;
 
 use crate::rewrite::{self, Endpoint};
@@ -21,13 +21,12 @@ use crate::server::Context;
 use crate::stream::Stream;
 use crate::telemetry;
 use crate::upstream::ConnectError;
-use crate::wire::{self, DecodeError, FrameCodec, FrameError, Reader};
+use crate::wire::{self, DecodeError, EncodeError, FrameCodec, FrameError, Reader, encode_request};
 
 /// The Metadata version the control connection asks for, at most.
 const MAX_METADATA_VERSION: i16 = 12;
 /// Metadata v1 is the first with a controller id and an empty-topics form.
 const MIN_METADATA_VERSION: i16 = 1;
-const CLIENT_ID: &str = "kafka-sidecar";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -43,8 +42,8 @@ pub enum ControlError {
     Rewrite(#[from] rewrite::RewriteError),
     #[error("broker supports no Metadata version between {MIN_METADATA_VERSION} and {MAX_METADATA_VERSION}")]
     NoMetadataVersion,
-    #[error("cannot encode request: {0}")]
-    Encode(String),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
     #[error("broker {0} is not known")]
     UnknownBroker(i32),
     #[error("connection lost after the request was sent: {0}")]
@@ -219,30 +218,6 @@ impl ControlConnection {
             }
         }
     }
-}
-
-/// Encodes a whole request frame (length prefix included).
-pub fn encode_request(
-    api_key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    body: &impl Encodable,
-) -> Result<Bytes, ControlError> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    let encode = |buf: &mut BytesMut| -> anyhow::Result<()> {
-        header.encode(buf, api_key.request_header_version(version))?;
-        body.encode(buf, version)
-    };
-    encode(&mut buf).map_err(|e| ControlError::Encode(e.to_string()))?;
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf.freeze())
 }
 
 /// The broker's highest Metadata version, from an ApiVersions v0 response body.

@@ -18,10 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -30,7 +29,6 @@ use kafka_protocol::messages::{
     ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use raw::RawClient;
 use serde_json::Value;
 use support::scripted::{api_versions_v0, metadata_v1, scripted_broker};
@@ -649,35 +647,13 @@ fn touch_topics(sidecar: &Sidecar, client_id: &str, topics: &[String]) {
     for topic in topics.iter().take(2) {
         let produce = ProduceRequest::default().with_acks(1).with_timeout_ms(10_000).with_topic_data(vec![
             TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
-                PartitionProduceData::default().with_index(0).with_records(Some(record_batch(topic))),
+                PartitionProduceData::default().with_index(0).with_records(Some(raw::record_batch(topic))),
             ]),
         ]);
         let produced: ProduceResponse = request_as(&mut broker, client_id, ApiKey::Produce, 7, &produce);
         let code = produced.responses[0].partition_responses[0].error_code;
         assert_eq!(code, 0, "{client_id}: produce to {topic}: {produced:?}");
     }
-}
-
-fn record_batch(value: &str) -> Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64,
-        key: None,
-        value: Some(Bytes::from(value.to_owned())),
-        headers: IndexMap::new(),
-    };
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    RecordBatchEncoder::encode(&mut buf, [&record], &options).unwrap();
-    buf.freeze()
 }
 
 /// The series of /metrics once every client connection has closed.

@@ -154,35 +154,17 @@ fn bad_input_closes_only_that_client() {
 fn acks_zero_produce_never_pairs_a_stray_answer_with_the_next_request() {
     use kafka_protocol::messages::TopicName;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
     let (_tansu, sidecar) = broker_and_sidecar();
     let mut client = RawClient::connect(&sidecar.bootstrap());
     client.send_bytes(&create_topics_v0(1, "acks0")).unwrap();
     client.recv().unwrap();
 
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 0,
-        key: None,
-        value: Some(bytes::Bytes::from_static(b"fire-and-forget")),
-        headers: Default::default(),
-    };
-    let mut records = bytes::BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    RecordBatchEncoder::encode(&mut records, [&record], &options).unwrap();
+    let records = raw::record_batch("fire-and-forget");
     let produce = ProduceRequest::default().with_acks(0).with_timeout_ms(5000).with_topic_data(vec![
-        TopicProduceData::default().with_name(TopicName(StrBytes::from_static_str("acks0"))).with_partition_data(vec![
-            PartitionProduceData::default().with_index(0).with_records(Some(records.freeze())),
-        ]),
+        TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("acks0")))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))]),
     ]);
     let started = Instant::now();
     for _ in 0..50 {

@@ -22,7 +22,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::layout::{self, ResponseLayout};
 use super::plan::{self, NOT_CONTROLLER, Path};
-use crate::control::encode_request;
+use crate::wire::encode_request;
 use crate::wire::{peek_request_header, response_body_offset};
 
 const CORRELATION_ID: i32 = 77;
@@ -40,14 +40,7 @@ fn request(api_key: ApiKey, version: i16, body: &impl Encodable) -> Bytes {
 }
 
 fn response(api_key: ApiKey, version: i16, body: &impl Encodable) -> Bytes {
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(CORRELATION_ID)
-        .encode(&mut buf, api_key.response_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    finish(buf)
+    crate::wire::encode_response(api_key, version, CORRELATION_ID, body).unwrap()
 }
 
 fn finish(mut buf: BytesMut) -> Bytes {

@@ -25,16 +25,7 @@ fn advertised() -> Advertised {
 }
 
 fn frame(api_key: ApiKey, version: i16, body: &impl Encodable) -> Bytes {
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(CORRELATION_ID)
-        .encode(&mut buf, api_key.response_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    buf.freeze()
+    crate::wire::encode_response(api_key, version, CORRELATION_ID, body).unwrap()
 }
 
 fn decode<T: Decodable>(api_key: ApiKey, version: i16, frame: &Bytes) -> T {

@@ -7,11 +7,11 @@
 //! mechanisms with UNSUPPORTED_SASL_MECHANISM naming PLAIN, so clients configured without SASL
 //! and with SASL PLAIN both work.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ResponseHeader, SaslAuthenticateResponse, SaslHandshakeResponse};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, SaslAuthenticateResponse, SaslHandshakeResponse};
+use kafka_protocol::protocol::StrBytes;
 
-use crate::wire::{Reader, RequestHeader};
+use crate::wire::{Reader, RequestHeader, encode_response};
 
 const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 
@@ -27,34 +27,21 @@ pub fn answer(header: &RequestHeader, frame: &[u8]) -> Option<Bytes> {
             let response = SaslHandshakeResponse::default()
                 .with_error_code(error_code)
                 .with_mechanisms(vec![StrBytes::from_static_str("PLAIN")]);
-            encode(api_key, version, header.correlation_id, &response)
+            encode_response(api_key, version, header.correlation_id, &response).ok()
         }
         ApiKey::SaslAuthenticate => {
-            encode(api_key, version, header.correlation_id, &SaslAuthenticateResponse::default())
+            encode_response(api_key, version, header.correlation_id, &SaslAuthenticateResponse::default()).ok()
         }
         _ => None,
     }
 }
 
-fn encode(api_key: ApiKey, version: i16, correlation_id: i32, body: &impl Encodable) -> Option<Bytes> {
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut buf, api_key.response_header_version(version))
-        .ok()?;
-    body.encode(&mut buf, version).ok()?;
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    Some(buf.freeze())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::encode_request;
+    use crate::wire::encode_request;
     use crate::wire::peek_request_header;
-    use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+    use kafka_protocol::messages::{ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest};
     use kafka_protocol::protocol::Decodable;
 
     fn handshake(mechanism: &'static str) -> SaslHandshakeResponse {

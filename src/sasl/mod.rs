@@ -21,8 +21,8 @@ use kafka_protocol::protocol::StrBytes;
 use ring::rand::SecureRandom;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::control::encode_request;
 use crate::wire::Reader;
+use crate::wire::encode_request;
 pub use scram::{ScramClient, ScramHash};
 
 /// Largest authentication answer accepted from a broker.

@@ -6,11 +6,13 @@
 
 mod codec;
 mod cursor;
+mod encode;
 mod header;
 mod splice;
 
 pub use codec::{DEFAULT_MAX_FRAME_BYTES, FrameCodec, FrameError};
 pub use cursor::{DecodeError, Reader, Writer};
+pub use encode::{CLIENT_ID, EncodeError, encode_request, encode_response};
 pub use header::{
     RequestHeader, api_name, error_name, peek_request_header, response_body_offset, response_correlation_id,
     response_error_code,

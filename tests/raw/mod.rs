@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use kafka_sidecar::control::encode_request;
+use kafka_sidecar::wire::encode_request;
 
 pub struct RawClient {
     stream: TcpStream,
@@ -135,4 +135,28 @@ pub fn delete_topics_v0(correlation_id: i32, topic: &str) -> Vec<u8> {
     body.extend_from_slice(topic.as_bytes());
     body.extend_from_slice(&10_000i32.to_be_bytes()); // timeout_ms
     raw_request(20, 0, correlation_id, "kafka-go", &body)
+}
+
+/// A record batch (magic 2, uncompressed) holding one record with `value`.
+pub fn record_batch(value: &str) -> Bytes {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 0,
+        key: None,
+        value: Some(Bytes::from(value.to_owned())),
+        headers: Default::default(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut buf, [&record], &options).unwrap();
+    buf.freeze()
 }

@@ -210,10 +210,23 @@ fn send_signal(pid: u32, signal: &str) {
 
 /// Runs `cmd` to completion with stdin closed, capturing its output; kills it after `timeout`
 /// (the returned status then is the kill's, and stderr ends with a note).
-pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
+pub fn run_with_timeout(cmd: Command, timeout: Duration) -> Output {
+    run_with_input(cmd, None, timeout)
+}
+
+/// Like [`run_with_timeout`], writing `input` (if any) to the command's stdin.
+pub fn run_with_input(mut cmd: Command, input: Option<&str>, timeout: Duration) -> Output {
     let what = format!("{cmd:?}");
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
+    cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what} (run scripts/setup.sh?): {e}"));
+    let writer = input.map(|input| {
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_owned();
+        thread::spawn(move || {
+            let _ = stdin.write_all(input.as_bytes());
+        })
+    });
     let mut out_pipe = child.stdout.take().unwrap();
     let mut err_pipe = child.stderr.take().unwrap();
     let out_reader = thread::spawn(move || {
@@ -233,6 +246,9 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
             child.wait().expect("reap child")
         }
     };
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
     let timed_out = !status.success() && status.code().is_none();
     let stdout = out_reader.join().unwrap_or_default();
     let mut stderr = err_reader.join().unwrap_or_default();
@@ -728,34 +744,8 @@ pub fn kcat_with_timeout(args: &[&str], timeout: Duration) -> Output {
 /// Runs kcat with `input` on its stdin (e.g. `-P` to produce one message per line).
 pub fn kcat_with_input(args: &[&str], input: &str) -> Output {
     let mut cmd = Command::new(kcat_bin());
-    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn kcat (is it installed? run scripts/setup.sh): {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_owned();
-    let writer = thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let out_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out_pipe.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err_pipe.read_to_end(&mut buf);
-        buf
-    });
-    let status = match wait_exit(&mut child, CLIENT_TIMEOUT) {
-        Some(status) => status,
-        None => {
-            kill_and_reap(&mut child);
-            child.wait().expect("reap kcat")
-        }
-    };
-    let _ = writer.join();
-    Output { status, stdout: out_reader.join().unwrap_or_default(), stderr: err_reader.join().unwrap_or_default() }
+    cmd.args(args);
+    run_with_input(cmd, Some(input), CLIENT_TIMEOUT)
 }
 
 // ------------------------------------------------------------------------------------------------
