@@ -12,34 +12,13 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
 use security::{AwsCredentials, Mechanism, SaslBroker, ServerCert, TlsBroker, TlsOptions, User};
-use support::{Sidecar, create_topics, expect_success, kcat, kcat_with_input, temp_path};
+use support::{Sidecar, expect_success, kcat, temp_path};
 
 mod raw;
 use raw::RawClient;
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// Produces and consumes `count` messages with kcat through the sidecar.
-fn round_trip(sidecar: &Sidecar, topic: &str, count: usize) {
-    let bootstrap = sidecar.bootstrap();
-    create_topics(&bootstrap, &[topic], 1);
-    let input: String = (0..count).map(|i| format!("secure-{i}\n")).collect();
-    expect_success("kcat -P", &kcat_with_input(&["-b", &bootstrap, "-P", "-t", topic], &input));
-    let out = expect_success("kcat -C", &kcat(&["-b", &bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q"]));
-    assert_eq!(out.lines().count(), count, "{out}");
-}
-
-fn wait_for_ready(sidecar: &Sidecar, status: u16, timeout: Duration) -> (u16, String) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let answer = sidecar.admin_get("/readyz");
-        if answer.0 == status || Instant::now() > deadline {
-            return answer;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn connect_failures(sidecar: &Sidecar, result: &str) -> f64 {
@@ -54,7 +33,7 @@ fn connect_failures(sidecar: &Sidecar, result: &str) -> f64 {
 /// A sidecar that cannot reach its broker: not ready, the cause logged once and counted.
 fn assert_refused(sidecar: &Sidecar, cause: &str, metric_result: &str) {
     assert!(sidecar.wait_for_log(cause, Duration::from_secs(10)), "expected {cause:?} in:\n{}", sidecar.logs());
-    let (status, body) = wait_for_ready(sidecar, 503, Duration::from_secs(5));
+    let (status, body) = sidecar.wait_for_readyz(503, Duration::from_secs(5));
     assert_eq!(status, 503, "{body}");
     assert!(connect_failures(sidecar, metric_result) >= 1.0);
     thread::sleep(Duration::from_millis(1500));
@@ -66,7 +45,7 @@ fn assert_refused(sidecar: &Sidecar, cause: &str, metric_result: &str) {
 fn tls_to_the_broker_carries_real_clients() {
     let broker = TlsBroker::start(TlsOptions::default());
     let sidecar = Sidecar::start(&broker.addr(), &["--tls", "--tls-ca-file", path(broker.ca_path())]);
-    round_trip(&sidecar, "over-tls", 200);
+    sidecar.kcat_round_trip("over-tls", 200);
     assert!(broker.terminator().handshakes() >= 2, "the sidecar's connections went through TLS");
 }
 
@@ -102,7 +81,7 @@ fn mutual_tls_needs_the_client_certificate() {
         "no client certificate must fail:\n{}",
         without.logs()
     );
-    assert_eq!(wait_for_ready(&without, 503, Duration::from_secs(5)).0, 503);
+    assert_eq!(without.wait_for_readyz(503, Duration::from_secs(5)).0, 503);
 
     let with = Sidecar::start(
         &broker.addr(),
@@ -115,7 +94,7 @@ fn mutual_tls_needs_the_client_certificate() {
             path(broker.client_key_path()),
         ],
     );
-    round_trip(&with, "mutual", 50);
+    with.kcat_round_trip("mutual", 50);
 }
 
 /// Copies a certificate and key to files the test can swap, as Kubernetes swaps a secret.
@@ -176,7 +155,7 @@ fn sasl_plain_and_scram_authenticate_and_wrong_passwords_fail() {
             &["--sasl-mechanism", mechanism.name(), "--sasl-username", "orders"],
             &[("KAFKA_SIDECAR_SASL_PASSWORD", "s3cret-pass")],
         );
-        round_trip(&good, &format!("sasl-{}", mechanism.name().to_lowercase()), 20);
+        good.kcat_round_trip(&format!("sasl-{}", mechanism.name().to_lowercase()), 20);
         assert!(broker.successful_authentications() >= 2, "{mechanism}: the sidecar authenticated");
         assert!(!good.logs().contains("s3cret-pass"), "the password never reaches the log");
 
@@ -231,7 +210,7 @@ fn aws_msk_iam_tokens_are_accepted_and_wrong_keys_refused() {
     let good_env = env(&credentials.secret_access_key);
     let good_env: Vec<(&str, &str)> = good_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let good = Sidecar::start_with_env(&broker.addr(), &args, &good_env);
-    round_trip(&good, "iam", 20);
+    good.kcat_round_trip("iam", 20);
 
     let bad_env = env("not-the-secret");
     let bad_env: Vec<(&str, &str)> = bad_env.iter().map(|(k, v)| (*k, v.as_str())).collect();

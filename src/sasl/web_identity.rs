@@ -462,7 +462,7 @@ fn element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
         let start = from + xml.get(from..)?.find(&open)? + open.len();
         let rest = xml.get(start..)?;
         match rest.bytes().next()? {
-            b'>' | b' ' | b'\t' | b'\r' | b'\n' => {
+            b'>' | b'/' | b' ' | b'\t' | b'\r' | b'\n' => {
                 let content_start = start + rest.find('>')? + 1;
                 if xml.get(..content_start)?.ends_with("/>") {
                     return Some("");

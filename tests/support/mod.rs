@@ -615,6 +615,30 @@ impl Sidecar {
     }
 
     /// GET `path` on the admin listener; returns (status code, body).
+    /// Produces `count` messages to a new `topic` with kcat through the sidecar and consumes
+    /// them back, asserting every one arrived.
+    pub fn kcat_round_trip(&self, topic: &str, count: usize) {
+        let bootstrap = self.bootstrap();
+        create_topics(&bootstrap, &[topic], 1);
+        let input: String = (0..count).map(|i| format!("{topic}-{i}\n")).collect();
+        expect_success("kcat -P", &kcat_with_input(&["-b", &bootstrap, "-P", "-t", topic], &input));
+        let consumed = kcat(&["-b", &bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q"]);
+        let out = expect_success("kcat -C", &consumed);
+        assert_eq!(out.lines().count(), count, "{out}");
+    }
+
+    /// Polls `/readyz` until it answers `status` or `timeout` passes; returns the last answer.
+    pub fn wait_for_readyz(&self, status: u16, timeout: Duration) -> (u16, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let answer = self.admin_get("/readyz");
+            if answer.0 == status || Instant::now() > deadline {
+                return answer;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn admin_get(&self, path: &str) -> (u16, String) {
         http_get(&self.admin_addr, path)
     }
