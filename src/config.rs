@@ -60,6 +60,11 @@ pub struct Settings {
     #[arg(long, env = "KAFKA_SIDECAR_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
 
+    /// Most client connections served at once, over all listeners; further clients wait in the
+    /// listen backlog until one closes [default: 10000].
+    #[arg(long, env = "KAFKA_SIDECAR_MAX_CLIENT_CONNECTIONS")]
+    pub max_client_connections: Option<usize>,
+
     /// Close a client connection that sends no request for this long; 0 never does [default: 0].
     #[arg(long, env = "KAFKA_SIDECAR_CLIENT_IDLE_TIMEOUT")]
     pub client_idle_timeout: Option<String>,
@@ -210,6 +215,7 @@ impl Settings {
             max_frame_bytes: self.max_frame_bytes.or(fallback.max_frame_bytes),
             max_inflight: self.max_inflight.or(fallback.max_inflight),
             client_idle_timeout: self.client_idle_timeout.or(fallback.client_idle_timeout),
+            max_client_connections: self.max_client_connections.or(fallback.max_client_connections),
             connect_timeout: self.connect_timeout.or(fallback.connect_timeout),
             connect_attempts: self.connect_attempts.or(fallback.connect_attempts),
             connect_backoff: self.connect_backoff.or(fallback.connect_backoff),
@@ -256,6 +262,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub max_frame_bytes: usize,
     pub max_inflight: usize,
+    /// Most client connections served at once.
+    pub max_client_connections: usize,
     /// Close client connections idle this long (`None`: never).
     pub client_idle_timeout: Option<Duration>,
     pub upstream: UpstreamConfig,
@@ -370,6 +378,10 @@ impl Config {
         if max_inflight == 0 {
             p.0.push(("max-inflight", "must be at least 1".into()));
         }
+        let max_client_connections = s.max_client_connections.unwrap_or(10_000);
+        if max_client_connections == 0 {
+            p.0.push(("max-client-connections", "must be at least 1".into()));
+        }
         let client_idle_timeout = p.duration("client-idle-timeout", s.client_idle_timeout.as_deref(), Duration::ZERO);
         let connect_timeout = p.duration("connect-timeout", s.connect_timeout.as_deref(), Duration::from_secs(5));
         let connect_backoff = p.duration("connect-backoff", s.connect_backoff.as_deref(), Duration::from_millis(100));
@@ -431,6 +443,7 @@ impl Config {
             admin_listen,
             max_frame_bytes,
             max_inflight,
+            max_client_connections,
             client_idle_timeout: (!client_idle_timeout.is_zero()).then_some(client_idle_timeout),
             upstream: UpstreamConfig { connect_timeout, connect_attempts, connect_backoff },
             sockets: SocketOptions { keepalive, user_timeout: (!user_timeout.is_zero()).then_some(user_timeout) },

@@ -65,19 +65,38 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(listener)
 }
 
-/// Accepts clients until shutdown, each served by its own session task.
+/// Accepts clients until shutdown, each served by its own session task. At the connection limit
+/// an accepted client waits for a free slot, and the listener stops accepting meanwhile, so
+/// further clients wait in the kernel's backlog.
 pub async fn accept_loop(ctx: Arc<Context>, listener: TcpListener, target: Target) {
     loop {
         let accepted = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
+        let permit = match ctx.connection_permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                tracing::warn!(
+                    limit = ctx.config.max_client_connections,
+                    "client connection limit reached; new clients wait"
+                );
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return,
+                    permit = ctx.connection_permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+                }
+            }
+        };
         match accepted {
             Ok((stream, peer)) => {
                 if let Err(error) = upstream::apply_socket_options(&stream, &ctx.config.sockets) {
                     tracing::warn!(%peer, %error, "cannot set client socket options");
                 }
-                ctx.sessions.spawn(session::serve(ctx.clone(), stream, peer, target));
+                let session = session::serve(ctx.clone(), stream, peer, target);
+                ctx.sessions.spawn(async move {
+                    session.await;
+                    drop(permit);
+                });
             }
             Err(error) => {
                 // Out of file descriptors and the like: back off instead of spinning.

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,6 +40,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// Every session task, so shutdown can wait for them.
     pub sessions: TaskTracker,
+    /// One permit per client connection allowed at once.
+    pub connection_permits: Arc<Semaphore>,
     draining: AtomicBool,
 }
 
@@ -48,6 +51,7 @@ impl Context {
         let tls = config.tls.clone().map(BrokerTls::new).transpose()?;
         let connector = Connector::new(config.upstream, config.sockets, tls, config.sasl.clone());
         let listener_tls = config.listener_tls.clone().map(ListenerTls::new).transpose()?;
+        let connection_permits = Arc::new(Semaphore::new(config.max_client_connections));
         Ok(Context {
             connector,
             listener_tls,
@@ -57,6 +61,7 @@ impl Context {
             links: Links::default(),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
+            connection_permits,
             draining: AtomicBool::new(false),
         })
     }

@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -64,6 +65,17 @@ enum RequestsEnd {
     Reauthenticate,
     /// The response half stopped first.
     ResponsesDone,
+}
+
+/// What the two halves of one broker connection share.
+struct Leg {
+    /// Cancelled when the response half stops.
+    responses_done: CancellationToken,
+    /// When the broker's SASL session must be renewed (KIP-368).
+    reauthenticate_at: Option<Instant>,
+    /// Whether a request that gets no answer (an acks=0 produce) was forwarded: some brokers
+    /// answer those anyway, so before closing, the response half reads until the broker is done.
+    unanswered_forwarded: AtomicBool,
 }
 
 /// What one client connection is: who it is and which broker it is bound to.
@@ -178,17 +190,15 @@ impl Session {
         let responses = FramedRead::new(upstream_read, FrameCodec::responses(max_frame));
 
         let (in_flight_tx, in_flight_rx) = mpsc::channel(self.ctx.config.max_inflight);
-        let responses_done = CancellationToken::new();
-        let forward = self.forward_requests(
-            requests,
-            to_broker,
-            in_flight_tx,
-            responses_done.clone(),
-            upstream.reauthenticate_at,
-        );
+        let leg = Leg {
+            responses_done: CancellationToken::new(),
+            reauthenticate_at: upstream.reauthenticate_at,
+            unanswered_forwarded: AtomicBool::new(false),
+        };
+        let forward = self.forward_requests(requests, to_broker, in_flight_tx, &leg);
         let answer = async {
-            let cause = self.return_responses(responses, to_client, in_flight_rx).await;
-            responses_done.cancel();
+            let cause = self.return_responses(responses, to_client, in_flight_rx, &leg).await;
+            leg.responses_done.cancel();
             cause
         };
         match tokio::join!(forward, answer) {
@@ -197,20 +207,17 @@ impl Session {
         }
     }
 
-    /// Client → broker. Returns why it stopped, or `None` when the response half stopped first.
-    ///
-    /// When it stops, the broker side is half-closed, so the broker processes every forwarded
-    /// request and then closes its end.
+    /// Client → broker, until the client, the response half, shutdown or a session renewal stops
+    /// it. Then the broker side is half-closed, so the broker processes every forwarded request
+    /// and then closes its end.
     async fn forward_requests(
         &self,
         requests: &mut ClientReader,
         mut to_broker: BrokerWriter,
         in_flight: mpsc::Sender<InFlight>,
-        responses_done: CancellationToken,
-        reauthenticate_at: Option<Instant>,
+        leg: &Leg,
     ) -> RequestsEnd {
-        let end =
-            self.forward_each_request(requests, &mut to_broker, in_flight, responses_done, reauthenticate_at).await;
+        let end = self.forward_each_request(requests, &mut to_broker, in_flight, leg).await;
         let _ = to_broker.close().await;
         end
     }
@@ -220,8 +227,7 @@ impl Session {
         requests: &mut ClientReader,
         to_broker: &mut BrokerWriter,
         in_flight: mpsc::Sender<InFlight>,
-        responses_done: CancellationToken,
-        reauthenticate_at: Option<Instant>,
+        leg: &Leg,
     ) -> RequestsEnd {
         use RequestsEnd::Disconnect;
         let (ctx, peer) = (&self.ctx, self.peer);
@@ -231,9 +237,9 @@ impl Session {
             let next = requests.next();
             let frame = tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Disconnect(DisconnectCause::Shutdown),
-                _ = responses_done.cancelled() => return RequestsEnd::ResponsesDone,
+                _ = leg.responses_done.cancelled() => return RequestsEnd::ResponsesDone,
                 _ = idle(idle_timeout) => return Disconnect(DisconnectCause::Idle),
-                _ = until(reauthenticate_at) => return RequestsEnd::Reauthenticate,
+                _ = until(leg.reauthenticate_at) => return RequestsEnd::Reauthenticate,
                 frame = next => frame,
             };
             let frame = match frame {
@@ -265,6 +271,9 @@ impl Session {
                 Some(_) => sasl::loopback::answer(&header, &frame),
                 None => None,
             };
+            if !expects_response {
+                leg.unanswered_forwarded.store(true, Ordering::Relaxed);
+            }
             if expects_response {
                 let admin = match (ApiKey::try_from(header.api_key), header.body_offset) {
                     (Ok(api_key), Some(body_offset)) if admin_retry::granularity(header.api_key).is_some() => {
@@ -304,6 +313,7 @@ impl Session {
         mut responses: BrokerReader,
         to_client: &mut ClientWriter,
         mut in_flight: mpsc::Receiver<InFlight>,
+        leg: &Leg,
     ) -> Option<DisconnectCause> {
         let peer = self.peer;
         let mut waiting: VecDeque<InFlight> = VecDeque::new();
@@ -313,7 +323,9 @@ impl Session {
                 return Some(cause);
             }
             if !requests_open && waiting.is_empty() {
-                linger(&mut responses).await;
+                if leg.unanswered_forwarded.load(Ordering::Relaxed) {
+                    linger(&mut responses).await;
+                }
                 return None;
             }
             let frame = tokio::select! {

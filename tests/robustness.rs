@@ -185,3 +185,35 @@ fn invalid_configuration_exits_64_naming_each_setting() {
         assert!(stderr.contains(setting), "{setting} not named in:\n{stderr}");
     }
 }
+
+#[test]
+fn clients_beyond_the_connection_limit_wait_for_a_free_slot() {
+    let tansu = Tansu::start();
+    let sidecar = Sidecar::start(&tansu.addr(), &["--max-client-connections", "2"]);
+    let ask = |client: &mut RawClient| -> MetadataResponse {
+        client.request(ApiKey::Metadata, 4, &MetadataRequest::default().with_topics(None))
+    };
+    // The test harness's start-up probe connections may hold slots briefly; let them go.
+    thread::sleep(Duration::from_millis(500));
+    let mut first = RawClient::connect(&sidecar.bootstrap());
+    let mut second = RawClient::connect(&sidecar.bootstrap());
+    ask(&mut first);
+    ask(&mut second);
+
+    // The third connects (the kernel's backlog) but is not served while two are open.
+    let mut third = RawClient::connect(&sidecar.bootstrap());
+    let id = third.send(ApiKey::Metadata, 4, &MetadataRequest::default().with_topics(None));
+    let waiting = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let frame = third.recv().expect("served once a slot frees");
+        (started.elapsed(), frame)
+    });
+    thread::sleep(Duration::from_millis(700));
+    assert!(!waiting.is_finished(), "the third client must wait at the limit");
+    drop(first);
+    let (waited, frame) = waiting.join().unwrap();
+    let _: MetadataResponse = raw::decode_response(ApiKey::Metadata, 4, id, &frame);
+    assert!(waited >= Duration::from_millis(600), "served only after a slot freed ({waited:?})");
+    assert!(sidecar.logs().contains("client connection limit reached"));
+    ask(&mut second);
+}
