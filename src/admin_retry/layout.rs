@@ -110,6 +110,21 @@ impl<'a> Walker<'a> {
         Ok(Array { count, flexible, entries })
     }
 
+    /// Reads past an array whose elements are not entries the retry cares about; each element's
+    /// tagged fields are skipped after `element` reads it.
+    fn skip_array(
+        &mut self,
+        flexible: bool,
+        mut element: impl FnMut(&mut Self) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        let len = self.reader.nullable_array_len(flexible)?.unwrap_or(0);
+        for _ in 0..len {
+            element(self)?;
+            self.tags(flexible)?;
+        }
+        Ok(())
+    }
+
     fn string(&mut self, flexible: bool) -> Result<Key, DecodeError> {
         Ok(self.reader.string(flexible)?.to_vec())
     }
@@ -139,17 +154,15 @@ pub fn request(api_key: ApiKey, version: i16, frame: &[u8], body: usize) -> Resu
             let topics = w.array(flexible, |w| {
                 let name = w.string(flexible)?;
                 w.reader.skip(4 + 2)?; // num_partitions, replication_factor
-                w.array(flexible, |w| {
+                w.skip_array(flexible, |w| {
                     w.reader.skip(4)?; // partition_index
                     w.skip_i32_array(flexible)?; // broker_ids
-                    w.tags(flexible)?;
-                    Ok((Vec::new(), 0, None))
+                    Ok(())
                 })?;
-                w.array(flexible, |w| {
+                w.skip_array(flexible, |w| {
                     w.skip_string(flexible)?; // name
                     w.skip_string(flexible)?; // value
-                    w.tags(flexible)?;
-                    Ok((Vec::new(), 0, None))
+                    Ok(())
                 })?;
                 w.tags(flexible)?;
                 Ok((name, 0, None))
@@ -175,10 +188,9 @@ pub fn request(api_key: ApiKey, version: i16, frame: &[u8], body: usize) -> Resu
             let topics = w.array(flexible, |w| {
                 let name = w.string(flexible)?;
                 w.reader.skip(4)?; // count
-                w.array(flexible, |w| {
+                w.skip_array(flexible, |w| {
                     w.skip_i32_array(flexible)?; // broker_ids
-                    w.tags(flexible)?;
-                    Ok((Vec::new(), 0, None))
+                    Ok(())
                 })?;
                 w.tags(flexible)?;
                 Ok((name, 0, None))
@@ -244,12 +256,11 @@ pub fn response(api_key: ApiKey, version: i16, frame: &[u8], body: usize) -> Res
                 }
                 if version >= 5 {
                     w.reader.skip(4 + 2)?; // num_partitions, replication_factor
-                    w.array(flexible, |w| {
+                    w.skip_array(flexible, |w| {
                         w.skip_string(flexible)?; // name
                         w.skip_string(flexible)?; // value
                         w.reader.skip(1 + 1 + 1)?; // read_only, config_source, is_sensitive
-                        w.tags(flexible)?;
-                        Ok((Vec::new(), 0, None))
+                        Ok(())
                     })?;
                 }
                 w.tags(flexible)?;
