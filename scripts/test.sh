@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the integration tests need (scripts/setup.sh), then runs
-# `cargo test --all-targets`, `cargo clippy --all-targets -- -D warnings` and `cargo fmt --check`.
+# `cargo test --all-targets`, a short fuzz run of every target (scripts/fuzz.sh, 60 s each),
+# `cargo clippy --all-targets -- -D warnings` and `cargo fmt --check`.
 # Every step runs even when an earlier one fails; the exit status is non-zero if any failed.
 #
 # Environment:
 #   KAFKA_SIDECAR_CACHE         where setup.sh installs tools (default ~/.cache/kafka-sidecar)
 #   KAFKA_SIDECAR_TEST_TIMEOUT  time limit of `cargo test` (default 45m, as for timeout(1))
+#   KAFKA_SIDECAR_FUZZ_SECONDS  how long each fuzz target runs (default 60)
 #   Arguments are passed on to `cargo test` (e.g. a test name filter after `--`).
 set -euo pipefail
 
@@ -36,6 +38,7 @@ run_step() {
 
 run_step "cargo test" timeout --kill-after=30s "${KAFKA_SIDECAR_TEST_TIMEOUT:-45m}" \
     cargo test --all-targets --no-fail-fast "$@"
+run_step "fuzz" bash scripts/fuzz.sh "${KAFKA_SIDECAR_FUZZ_SECONDS:-60}"
 run_step "cargo clippy" cargo clippy --all-targets -- -D warnings
 run_step "cargo fmt" cargo fmt --check
 

@@ -506,13 +506,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 30s or 5m"))?;
-    let millis = match unit {
-        "ms" => value,
-        "" | "s" => value * 1_000,
-        "m" => value * 60_000,
-        "h" => value * 3_600_000,
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
         _ => return Err(format!("{text:?} has an unknown unit (use ms, s, m or h)")),
     };
+    let millis = value.checked_mul(millis_per_unit).ok_or_else(|| format!("{text:?} is too long a duration"))?;
     Ok(Duration::from_millis(millis))
 }
 

@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use kafka_protocol::messages::ApiKey;
 
-use crate::wire::{DecodeError, Reader};
+use crate::wire::{DecodeError, Reader, top_level_error_offset};
 
 /// The key of an entry: a topic or user name (a topic id where a name is absent), or for a
 /// partition its index.
@@ -316,7 +316,8 @@ pub fn response(api_key: ApiKey, version: i16, frame: &[u8], body: usize) -> Res
             (top_level_error, Some(topics))
         }
         ApiKey::AlterPartitionReassignments | ApiKey::ListPartitionReassignments | ApiKey::UpdateFeatures => {
-            w.reader.skip(4)?;
+            let offset = top_level_error_offset(api_key, version).ok_or(DecodeError::Invalid("no top-level error"))?;
+            w.reader.skip(offset)?;
             (w.reader.i16()?, None)
         }
         _ => return Err(DecodeError::Invalid("not a controller-bound api")),

@@ -9,8 +9,8 @@
 //! client gets the last real answer. Only explicit 41 answers are retried; a request that may have
 //! reached a broker whose connection then failed is never re-sent.
 
-mod layout;
-mod plan;
+pub mod layout;
+pub mod plan;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;

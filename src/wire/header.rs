@@ -89,6 +89,18 @@ pub fn response_body_offset(frame: &[u8], api_key: ApiKey, api_version: i16) -> 
 /// `throttle_time_ms` where the version has it); `None` for the others.
 pub fn response_error_code(api_key: i16, api_version: i16, frame: &[u8]) -> Option<i16> {
     let key = ApiKey::try_from(api_key).ok()?;
+    let body = response_body_offset(frame, key, api_version).ok()?;
+    let mut reader = Reader::new(&frame[body..]);
+    reader.skip(top_level_error_offset(key, api_version)?).ok()?;
+    reader.i16().ok()
+}
+
+/// Where the top-level error code sits in a response body, for the APIs that keep one there.
+pub fn top_level_error_offset(key: ApiKey, api_version: i16) -> Option<usize> {
+    const THROTTLE: usize = 4;
+    if key == ApiKey::AlterPartitionReassignments && api_version >= 1 {
+        return Some(THROTTLE + 1); // allow_replication_factor_change (KIP-860) comes first
+    }
     let throttle_first_from = match key {
         ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => i16::MAX,
         ApiKey::FindCoordinator if api_version >= 4 => return None,
@@ -104,12 +116,7 @@ pub fn response_error_code(api_key: i16, api_version: i16, frame: &[u8]) -> Opti
         | ApiKey::UpdateFeatures => 0,
         _ => return None,
     };
-    let body = response_body_offset(frame, key, api_version).ok()?;
-    let mut reader = Reader::new(&frame[body..]);
-    if api_version >= throttle_first_from {
-        reader.skip(4).ok()?;
-    }
-    reader.i16().ok()
+    Some(if api_version >= throttle_first_from { THROTTLE } else { 0 })
 }
 
 /// The protocol name of an error code ("NotController", "TopicAlreadyExists", …), or "Unknown".
