@@ -25,6 +25,8 @@ use crate::wire::{self, DecodeError, EncodeError, FrameCodec, FrameError, Reader
 
 /// The Metadata version the control connection asks for, at most.
 const MAX_METADATA_VERSION: i16 = 12;
+/// The least time a metadata request on the control connection is given.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Metadata v1 is the first with a controller id and an empty-topics form.
 const MIN_METADATA_VERSION: i16 = 1;
 
@@ -36,6 +38,8 @@ pub enum ControlError {
     Frame(#[from] FrameError),
     #[error("control connection closed by the broker")]
     Closed,
+    #[error("no answer from the broker within {0:?}")]
+    TimedOut(Duration),
     #[error("unexpected response: {0}")]
     Decode(#[from] DecodeError),
     #[error("{0}")]
@@ -131,15 +135,15 @@ struct ControlConnection {
     framed: Framed<Stream, FrameCodec>,
     /// When the SASL session must be renewed (KIP-368): the connection is replaced before then.
     reauthenticate_at: Option<Instant>,
+    /// How long the sidecar's own metadata requests may wait for an answer.
+    request_timeout: Duration,
     metadata_version: i16,
     next_correlation_id: i32,
 }
 
 impl ControlConnection {
     async fn open(ctx: &Context) -> Result<Self, ControlError> {
-        let mut addresses = ctx.config.bootstrap_servers.clone();
-        addresses.extend(ctx.topology.addresses());
-        Self::open_to(ctx, &addresses).await
+        Self::open_to(ctx, &ctx.bootstrap_addresses()).await
     }
 
     async fn open_to(ctx: &Context, addresses: &[String]) -> Result<Self, ControlError> {
@@ -149,6 +153,7 @@ impl ControlConnection {
         let mut conn = ControlConnection {
             framed,
             reauthenticate_at: connected.reauthenticate_at,
+            request_timeout: ctx.config.upstream.connect_timeout.max(MIN_REQUEST_TIMEOUT),
             metadata_version: MIN_METADATA_VERSION,
             next_correlation_id: 0,
         };
@@ -210,13 +215,18 @@ impl ControlConnection {
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         let correlation_id = self.next_correlation_id;
         let frame = encode_request(api_key, version, correlation_id, body)?;
-        self.framed.send(frame).await?;
-        loop {
-            let frame = self.framed.next().await.ok_or(ControlError::Closed)??;
-            if wire::response_correlation_id(&frame)? == correlation_id {
-                return Ok(frame);
+        let exchange = async {
+            self.framed.send(frame).await?;
+            loop {
+                let frame = self.framed.next().await.ok_or(ControlError::Closed)??;
+                if wire::response_correlation_id(&frame)? == correlation_id {
+                    return Ok(frame);
+                }
             }
-        }
+        };
+        tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .map_err(|_| ControlError::TimedOut(self.request_timeout))?
     }
 }
 

@@ -66,6 +66,17 @@ impl Context {
         })
     }
 
+    /// The configured bootstrap servers, then every broker address learned since, each once.
+    pub fn bootstrap_addresses(&self) -> Vec<String> {
+        let mut addresses = self.config.bootstrap_servers.clone();
+        for address in self.topology.addresses() {
+            if !addresses.contains(&address) {
+                addresses.push(address);
+            }
+        }
+        addresses
+    }
+
     /// Why the sidecar is not ready, or `None` when it is: ready once metadata has been fetched
     /// and while the cluster is reachable, until shutdown begins.
     pub fn not_ready_reason(&self) -> Option<&'static str> {

@@ -18,7 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +53,8 @@ struct InFlight {
     /// The sidecar's own answer, for requests it does not forward (a client's SASL exchange
     /// when the sidecar authenticates to the brokers itself).
     local_answer: Option<Bytes>,
+    /// This request's place among the `--max-inflight` allowed; freed once it is answered.
+    _slot: OwnedSemaphorePermit,
 }
 
 /// Why the request half stopped.
@@ -76,6 +78,9 @@ struct Leg {
     /// Whether a request that gets no answer (an acks=0 produce) was forwarded: some brokers
     /// answer those anyway, so before closing, the response half reads until the broker is done.
     unanswered_forwarded: AtomicBool,
+    /// Requests awaiting an answer, at most `--max-inflight`: when all are taken the client's
+    /// next request is not read until one is answered.
+    in_flight_slots: Arc<Semaphore>,
 }
 
 /// What one client connection is: who it is and which broker it is bound to.
@@ -134,11 +139,7 @@ impl Session {
     async fn connect_upstream(&self) -> Result<Connected, ConnectError> {
         let ctx = &self.ctx;
         let addresses = match self.node_id {
-            None => {
-                let mut addresses = ctx.config.bootstrap_servers.clone();
-                addresses.extend(ctx.topology.addresses());
-                addresses
-            }
+            None => ctx.bootstrap_addresses(),
             Some(node_id) => ctx.topology.address(node_id).into_iter().collect(),
         };
         let node = telemetry::node_label(self.node_id);
@@ -194,6 +195,7 @@ impl Session {
             responses_done: CancellationToken::new(),
             reauthenticate_at: upstream.reauthenticate_at,
             unanswered_forwarded: AtomicBool::new(false),
+            in_flight_slots: Arc::new(Semaphore::new(self.ctx.config.max_inflight)),
         };
         let forward = self.forward_requests(requests, to_broker, in_flight_tx, &leg);
         let answer = async {
@@ -275,6 +277,11 @@ impl Session {
                 leg.unanswered_forwarded.store(true, Ordering::Relaxed);
             }
             if expects_response {
+                let slot = tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return Disconnect(DisconnectCause::Shutdown),
+                    _ = leg.responses_done.cancelled() => return RequestsEnd::ResponsesDone,
+                    slot = leg.in_flight_slots.clone().acquire_owned() => slot.expect("never closed"),
+                };
                 let admin = match (ApiKey::try_from(header.api_key), header.body_offset) {
                     (Ok(api_key), Some(body_offset)) if admin_retry::granularity(header.api_key).is_some() => {
                         let api_version = header.api_version;
@@ -289,6 +296,7 @@ impl Session {
                     received,
                     admin,
                     local_answer: local_answer.clone(),
+                    _slot: slot,
                 };
                 if in_flight.send(entry).await.is_err() {
                     return RequestsEnd::ResponsesDone;

@@ -115,7 +115,9 @@ impl Retry<'_> {
                 return Ok((current, current_layout));
             }
             attempts += 1;
-            let Some(reported) = self.find_controller(said_not_controller.last().copied()).await else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let asked = tokio::time::timeout(left, self.find_controller(said_not_controller.last().copied())).await;
+            let Ok(Some(reported)) = asked else {
                 continue;
             };
             let controller = self.pick_target(reported, &mut said_not_controller);
