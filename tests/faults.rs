@@ -1268,21 +1268,6 @@ fn metadata_refresh_does_not_hang_on_a_broker_that_stops_answering() {
     assert_eq!(sidecar.wait_for_readyz(200, Duration::from_secs(20)).0, 200, "ready again");
 }
 
-/// Metadata v1 answer listing brokers 1 and 2 at `ports`, with node 2 as controller.
-fn two_broker_metadata_v1(correlation_id: &[u8], ports: [u16; 2]) -> Vec<u8> {
-    let mut body = 2i32.to_be_bytes().to_vec();
-    for (node_id, port) in [(1i32, ports[0]), (2, ports[1])] {
-        body.extend_from_slice(&node_id.to_be_bytes());
-        body.extend_from_slice(&9i16.to_be_bytes());
-        body.extend_from_slice(b"127.0.0.1");
-        body.extend_from_slice(&i32::from(port).to_be_bytes());
-        body.extend_from_slice(&(-1i16).to_be_bytes());
-    }
-    body.extend_from_slice(&2i32.to_be_bytes()); // controller id
-    body.extend_from_slice(&0i32.to_be_bytes()); // topics
-    support::scripted::response(correlation_id, &body)
-}
-
 /// An admin request answered NOT_CONTROLLER is retried within its budget ("it never hangs"),
 /// even when the broker the sidecar asks for the controller accepts the connection and then
 /// never answers: the client gets an answer, or its connection is closed, once the budget is
@@ -1302,7 +1287,7 @@ fn admin_retry_does_not_hang_on_a_broker_that_never_answers() {
             let correlation_id = &frame[8..12];
             match i16::from_be_bytes([frame[4], frame[5]]) {
                 18 => Some(support::scripted::api_versions_v0(correlation_id)),
-                3 => Some(two_broker_metadata_v1(correlation_id, ports)),
+                3 => Some(support::scripted::two_broker_metadata_v1(correlation_id, ports)),
                 19 => {
                     let mut body = 1i32.to_be_bytes().to_vec();
                     body.extend_from_slice(&5i16.to_be_bytes());

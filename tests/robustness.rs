@@ -92,21 +92,6 @@ fn keepalive_runs_on_client_and_broker_sockets() {
     }
 }
 
-/// Metadata v1 answer listing brokers 1 and 2 at `ports`, with node 2 as controller.
-fn two_broker_metadata_v1(correlation_id: &[u8], ports: [u16; 2]) -> Vec<u8> {
-    let mut body = 2i32.to_be_bytes().to_vec();
-    for (node_id, port) in [(1i32, ports[0]), (2, ports[1])] {
-        body.extend_from_slice(&node_id.to_be_bytes());
-        body.extend_from_slice(&9i16.to_be_bytes());
-        body.extend_from_slice(b"127.0.0.1");
-        body.extend_from_slice(&i32::from(port).to_be_bytes());
-        body.extend_from_slice(&(-1i16).to_be_bytes());
-    }
-    body.extend_from_slice(&2i32.to_be_bytes()); // controller id
-    body.extend_from_slice(&0i32.to_be_bytes()); // topics
-    response(correlation_id, &body)
-}
-
 #[test]
 fn retried_admin_request_lost_in_flight_is_never_resent() {
     // Node 1 answers CreateTopics with 41; node 2, the controller, hangs up on it. The sidecar
@@ -119,7 +104,7 @@ fn retried_admin_request_lost_in_flight_is_never_resent() {
             let correlation_id = &frame[8..12];
             match i16::from_be_bytes([frame[4], frame[5]]) {
                 18 => Some(api_versions_v0(correlation_id)),
-                3 => Some(two_broker_metadata_v1(correlation_id, ports)),
+                3 => Some(support::scripted::two_broker_metadata_v1(correlation_id, ports)),
                 19 if is_controller => {
                     creates.fetch_add(1, Ordering::SeqCst);
                     None

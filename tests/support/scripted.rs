@@ -75,3 +75,18 @@ pub fn metadata_v1(correlation_id: &[u8]) -> Vec<u8> {
     body.extend_from_slice(&0i32.to_be_bytes()); // topics
     response(correlation_id, &body)
 }
+
+/// Metadata v1 answer listing brokers 1 and 2 at `ports` on 127.0.0.1, with node 2 as controller.
+pub fn two_broker_metadata_v1(correlation_id: &[u8], ports: [u16; 2]) -> Vec<u8> {
+    let mut body = 2i32.to_be_bytes().to_vec();
+    for (node_id, port) in [(1i32, ports[0]), (2, ports[1])] {
+        body.extend_from_slice(&node_id.to_be_bytes());
+        body.extend_from_slice(&9i16.to_be_bytes());
+        body.extend_from_slice(b"127.0.0.1");
+        body.extend_from_slice(&i32::from(port).to_be_bytes());
+        body.extend_from_slice(&(-1i16).to_be_bytes()); // rack
+    }
+    body.extend_from_slice(&2i32.to_be_bytes()); // controller id
+    body.extend_from_slice(&0i32.to_be_bytes()); // topics
+    response(correlation_id, &body)
+}
