@@ -7,12 +7,10 @@
 mod raw;
 mod support;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::process::{Child, Command, Stdio};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,6 +18,9 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
 use raw::RawClient;
 use serde_json::Value;
+use support::background::Background;
+use support::numbered;
+use support::process::{metric_in, mib, open_fds, proc_status_kib};
 use support::{Sidecar, Tansu};
 
 // ------------------------------------------------------------------------------------------------
@@ -36,157 +37,8 @@ fn whole_machine() -> RwLockWriteGuard<'static, ()> {
     MACHINE.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Sum of every series of metric `name` whose labels contain each of `labels` (e.g.
-/// `cause="idle"`).
-fn metric_in(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, label_text) = series.split_at(series.find('{').unwrap_or(series.len()));
-            (metric == name && labels.iter().all(|l| label_text.contains(l))).then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
-
-fn metric(sidecar: &Sidecar, name: &str, labels: &[&str]) -> f64 {
-    metric_in(&sidecar.admin_get("/metrics").1, name, labels)
-}
-
-/// A field of `/proc/<pid>/status` in KiB (`VmHWM`, `VmRSS`).
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|dir| dir.count()).unwrap_or(0)
-}
-
 fn count_lines(text: &str, needle: &str) -> usize {
     text.lines().filter(|line| line.contains(needle)).count()
-}
-
-/// A client script of `tests/clients/` running in the background: its stdout lines arrive on a
-/// channel as they are printed, its stderr goes to a file.
-struct Background {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    stderr: PathBuf,
-    what: String,
-}
-
-impl Background {
-    fn python(script: &str, args: &[&str]) -> Background {
-        let stderr = support::temp_path(script);
-        let mut child = Command::new(support::python_bin())
-            .arg(support::client_script(script))
-            .args(args)
-            .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).expect("create stderr file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {script}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Background { child, lines, seen: Vec::new(), stderr, what: format!("{script} {}", args.join(" ")) }
-    }
-
-    /// Waits for a stdout line matching `pred`; `None` on timeout or when the script ended.
-    fn wait_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if pred(&line) {
-                        return Some(line);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
-            }
-        }
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Waits for the script to exit; returns its status and last JSON line (its result).
-    fn finish(mut self, timeout: Duration) -> (ExitStatus, Value) {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for script") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not finish within {timeout:?}:\n{}",
-                self.what,
-                self.stderr_text()
-            );
-            thread::sleep(Duration::from_millis(50));
-        };
-        // The reader thread ends at EOF, after the last line.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
-        }
-        let last = self.seen.iter().rev().find_map(|line| serde_json::from_str::<Value>(line).ok());
-        let result = last.unwrap_or_else(|| {
-            panic!("{} printed no result ({status}):\n{:?}\n{}", self.what, self.seen, self.stderr_text())
-        });
-        (status, result)
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !thread::panicking() {
-            let _ = std::fs::remove_file(&self.stderr);
-        }
-    }
-}
-
-/// `[[i, offset], ...]` from a numbered.py result.
-fn pairs(result: &Value, key: &str) -> Vec<(u64, i64)> {
-    result[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("no {key} in {result}"))
-        .iter()
-        .map(|pair| (pair[0].as_u64().expect("message index"), pair[1].as_i64().expect("offset")))
-        .collect()
-}
-
-/// Order-independent checksum of a set of numbered messages (FNV-1a of each value, summed).
-fn checksum(indices: impl IntoIterator<Item = u64>) -> u64 {
-    indices
-        .into_iter()
-        .map(|i| {
-            format!("n-{i}")
-                .bytes()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
-        })
-        .fold(0u64, u64::wrapping_add)
 }
 
 fn metadata(client: &mut RawClient) -> MetadataResponse {
@@ -225,7 +77,7 @@ fn broker_restart_under_traffic_loses_no_acknowledged_message() {
         &["produce", "--bootstrap", &bootstrap, "--topic", topic, "--count", &count, "--rate", "200"],
     );
     let progress = producer.wait_line(Duration::from_secs(30), |line| line.contains("\"acked\": 300"));
-    assert!(progress.is_some(), "no progress before the restart: {:?}\n{}", producer.seen, producer.stderr_text());
+    assert!(progress.is_some(), "no progress before the restart: {:?}\n{}", producer.seen(), producer.stderr_text());
 
     let before = sidecar.admin_get("/metrics").1;
     // Failed broker connect attempts, of one node or (None) of all.
@@ -262,29 +114,9 @@ fn broker_restart_under_traffic_loses_no_acknowledged_message() {
 
     // Acknowledgements arrive in send order (one request in flight); the restarted broker's log
     // starts again at offset 0, which splits them into the two broker lives.
-    let acks = pairs(&produced, "acks");
-    let split = acks.windows(2).position(|w| w[1].1 <= w[0].1).map(|i| i + 1).expect("no acks from the new broker");
-    let (old_life, new_life) = acks.split_at(split);
-    let mut acked: Vec<u64> = acks.iter().map(|&(i, _)| i).collect();
-    acked.sort_unstable();
-    assert_eq!(acked, (0..COUNT as u64).collect::<Vec<_>>(), "every message acknowledged exactly once");
-
-    let mut expected: Vec<(u64, i64)> = new_life.to_vec();
-    expected.sort_by_key(|&(_, offset)| offset);
-    let consumed = pairs(&final_read, "values");
-    let in_log: BTreeMap<u64, usize> = consumed.iter().fold(BTreeMap::new(), |mut seen, &(i, _)| {
-        *seen.entry(i).or_default() += 1;
-        seen
-    });
-    let duplicates: Vec<_> = in_log.iter().filter(|&(_, &n)| n > 1).collect();
-    assert!(duplicates.is_empty(), "duplicates in the restarted broker's log: {duplicates:?}");
-    assert_eq!(consumed.len(), expected.len(), "count of acknowledged vs consumed messages");
-    assert_eq!(
-        checksum(consumed.iter().map(|&(i, _)| i)),
-        checksum(expected.iter().map(|&(i, _)| i)),
-        "checksum of acknowledged vs consumed messages"
-    );
-    assert_eq!(consumed, expected, "the restarted broker's log is exactly what it acknowledged, in order");
+    let log = numbered::verify_restarted_log(&produced, &final_read, COUNT);
+    assert!(log.earlier > 0, "no acknowledgement from the broker before its restart");
+    let new_life = &log.acknowledged;
 
     let connects = failed_connects(&during, None) - failed_connects(&before, None);
     let by_node: Vec<String> = ["bootstrap", "111", "control"]
@@ -296,7 +128,7 @@ fn broker_restart_under_traffic_loses_no_acknowledged_message() {
     // The consumer that ran through the restart kept its position: in the restarted log, the
     // offsets below it had been reused by new messages, which it therefore skipped (a broker that
     // loses its log does that to any consumer). It must still have recovered and read to the end.
-    let live = pairs(&consumed_live, "values");
+    let live = numbered::pairs(&consumed_live, "values");
     let live_seen: std::collections::BTreeSet<u64> = live.iter().map(|&(i, _)| i).collect();
     let skipped = new_life.iter().filter(|(i, _)| !live_seen.contains(i)).count();
     let resumed_at = new_life.iter().find(|(i, _)| live_seen.contains(i)).map_or(-1, |&(_, offset)| offset);
@@ -306,10 +138,10 @@ fn broker_restart_under_traffic_loses_no_acknowledged_message() {
          {connects} ({per_second:.1}/s; by node: {}) for {clients} client connections; live consumer read {} \
          values, {} errors, resumed in the restarted log at offset {resumed_at} (skipping {skipped}); /readyz 503 \
          seen during the outage: {not_ready_seen}",
-        old_life.len(),
+        log.earlier,
         new_life.len(),
-        consumed.len(),
-        checksum(consumed.iter().map(|&(i, _)| i)),
+        log.consumed.len(),
+        log.checksum(),
         by_node.join(", "),
         live.len(),
         consumed_live["errors"],
@@ -349,13 +181,13 @@ fn broker_missing_at_start_up_is_reported_once_and_recovered_from() {
     client.send(ApiKey::Metadata, 4, &MetadataRequest::default().with_topics(None));
     assert!(client.is_closed_by_peer(), "the client is closed, not left hanging");
     let closed_after = asked.elapsed();
-    let unavailable = metric(&sidecar, "kafka_sidecar_disconnects_total", &["cause=\"upstream_unavailable\""]);
+    let unavailable = sidecar.metric("kafka_sidecar_disconnects_total", &["cause=\"upstream_unavailable\""]);
     while started.elapsed() < Duration::from_secs(3) {
         assert_eq!(sidecar.admin_get("/readyz").0, 503);
         thread::sleep(Duration::from_millis(250));
     }
     let logs = sidecar.logs();
-    let attempts = metric(&sidecar, "kafka_sidecar_upstream_connects_total", &["result=\"refused\""]);
+    let attempts = sidecar.metric("kafka_sidecar_upstream_connects_total", &["result=\"refused\""]);
     let warnings: Vec<&str> = logs.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
     assert_eq!(count_lines(&logs, "cannot connect to broker"), 1, "{logs}");
     assert!(warnings.len() <= 2, "one failure, one line (plus the first failed refresh): {warnings:#?}");
@@ -769,7 +601,7 @@ fn thousand_held_connections_and_a_connection_storm() {
     });
     let held_after = started.elapsed();
     assert_eq!(held.len(), HELD);
-    assert_eq!(metric(&sidecar, "kafka_sidecar_client_connections", &[]), HELD as f64);
+    assert_eq!(sidecar.metric("kafka_sidecar_client_connections", &[]), HELD as f64);
     let (rss_held, fds_held) = (proc_status_kib(pid, "VmRSS"), open_fds(pid));
 
     // The storm, on top of the held connections, with the open connections sampled meanwhile.
@@ -835,7 +667,7 @@ fn thousand_held_connections_and_a_connection_storm() {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(15);
-    while metric(&sidecar, "kafka_sidecar_client_connections", &[]) > 0.0 && Instant::now() < deadline {
+    while sidecar.metric("kafka_sidecar_client_connections", &[]) > 0.0 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(200));
     }
     let hwm = proc_status_kib(pid, "VmHWM");
@@ -854,7 +686,7 @@ fn thousand_held_connections_and_a_connection_storm() {
         mib(rss_end),
     );
     assert_eq!(latencies.len(), STORM as usize);
-    assert_eq!(metric(&sidecar, "kafka_sidecar_client_connections", &[]), 0.0, "every session ended");
+    assert_eq!(sidecar.metric("kafka_sidecar_client_connections", &[]), 0.0, "every session ended");
     assert!(fds_end <= fds_start + 10, "descriptors given back: {fds_start} at start, {fds_end} at the end");
     assert!(hwm < 160 * 1024, "VmHWM {} MiB", mib(hwm));
     assert_eq!(sidecar.admin_get("/readyz").0, 200);
@@ -902,7 +734,7 @@ fn slowloris_clients_are_cut_off_by_the_idle_timeout() {
     const IDLE: Duration = Duration::from_secs(3);
     let tansu = Tansu::start();
     let sidecar = Sidecar::start(&tansu.addr(), &["--client-idle-timeout", "3s"]);
-    let idle_before = metric(&sidecar, "kafka_sidecar_disconnects_total", &["cause=\"idle\""]);
+    let idle_before = sidecar.metric("kafka_sidecar_disconnects_total", &["cause=\"idle\""]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let steady = steady_client(sidecar.bootstrap(), Duration::from_millis(50), stop.clone());
 
@@ -936,7 +768,7 @@ fn slowloris_clients_are_cut_off_by_the_idle_timeout() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut latencies = steady.join().unwrap();
     latencies.sort_unstable();
-    let idle = metric(&sidecar, "kafka_sidecar_disconnects_total", &["cause=\"idle\""]) - idle_before;
+    let idle = sidecar.metric("kafka_sidecar_disconnects_total", &["cause=\"idle\""]) - idle_before;
     let times: Vec<Duration> = cut.iter().filter_map(|(after, _)| *after).collect();
     assert_eq!(times.len(), SLOW, "every slow client is cut off: {cut:?}");
     let (first, last) = (*times.iter().min().unwrap(), *times.iter().max().unwrap());
@@ -996,7 +828,7 @@ fn client_that_never_reads_cannot_grow_the_sidecar() {
 
     let pid = sidecar.pid();
     let rss_before = proc_status_kib(pid, "VmRSS");
-    let read_before = metric(&sidecar, "kafka_sidecar_requests_total", &["node=\"111\""]);
+    let read_before = sidecar.metric("kafka_sidecar_requests_total", &["node=\"111\""]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let steady = steady_client(sidecar.bootstrap(), Duration::from_millis(100), stop.clone());
 
@@ -1047,7 +879,7 @@ fn client_that_never_reads_cannot_grow_the_sidecar() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut latencies = steady.join().unwrap();
     latencies.sort_unstable();
-    let read_by_sidecar = metric(&sidecar, "kafka_sidecar_requests_total", &["node=\"111\""]) - read_before;
+    let read_by_sidecar = sidecar.metric("kafka_sidecar_requests_total", &["node=\"111\""]) - read_before;
 
     // What the hog finds when it finally reads.
     hog.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

@@ -2,10 +2,10 @@
 """Creates and deletes topics in a loop and counts how each call ended.
 
 Usage:
-  admin_loop.py --bootstrap HOST:PORT --count N [--client confluent|kafka-python] [--prefix P]
-               [--pause SECONDS]
+  admin_loop.py --bootstrap HOST:PORT (--count N | --seconds S) [--client confluent|kafka-python]
+               [--prefix P] [--pause SECONDS]
 
-For i in 0..N: create topic P-i (1 partition), then delete it. Each call's outcome is
+For i in 0..N (or until S seconds have passed): create topic P-i (1 partition), then delete it. Each call's outcome is
 recorded as "ok" or the error's name/code. Prints one JSON object:
   {"create": {"ok": n, "<error>": n, ...}, "delete": {...}, "not_controller": n, "elapsed": s}
 where not_controller counts every call that failed with NOT_CONTROLLER (error 41).
@@ -72,7 +72,9 @@ def kafka_python_ops(bootstrap, timeout):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bootstrap", required=True)
-    ap.add_argument("--count", type=int, required=True)
+    goal = ap.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--count", type=int, help="number of create/delete pairs")
+    goal.add_argument("--seconds", type=float, help="make create/delete pairs until this much time has passed")
     ap.add_argument("--client", choices=["confluent", "kafka-python"], default="confluent")
     ap.add_argument("--prefix", default="loop")
     ap.add_argument("--timeout", type=float, default=10.0, help="per-call timeout in seconds (default 10)")
@@ -89,13 +91,21 @@ def main():
     counts = {"create": collections.Counter(), "delete": collections.Counter()}
     not_controller = 0
     started = time.monotonic()
-    for i in range(args.count):
+
+    def more(i):
+        if args.count is not None:
+            return i < args.count
+        return time.monotonic() - started < args.seconds
+
+    i = 0
+    while more(i):
         name = f"{args.prefix}-{i}"
         for kind, call in (("create", create), ("delete", delete)):
             result, is_41 = call(name)
             counts[kind][result] += 1
             not_controller += is_41
             time.sleep(args.pause)
+        i += 1
     print(
         json.dumps(
             {

@@ -13,6 +13,9 @@
 
 #![allow(dead_code)]
 
+pub mod background;
+pub mod numbered;
+pub mod process;
 pub mod scripted;
 
 use std::collections::hash_map::RandomState;
@@ -641,6 +644,11 @@ impl Sidecar {
 
     pub fn admin_get(&self, path: &str) -> (u16, String) {
         http_get(&self.admin_addr, path)
+    }
+
+    /// Sum of the series of metric `name` whose labels contain each of `labels`, scraped now.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        process::metric_in(&self.admin_get("/metrics").1, name, labels)
     }
 }
 
