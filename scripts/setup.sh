@@ -5,10 +5,12 @@
 #     in front of the test brokers, and their certificates, for tests/security/), and
 #     python3-venv where `python3 -m venv` lacks it
 #   * a Python venv with the pinned clients from tests/clients/requirements.txt
+#   * kafkajs 2.2.4 from npm (Node.js and npm from Debian when the machine has none)
 #   * the test broker Tansu 0.6.0, built once per machine with cargo install
 #
 # Everything lives under ${KAFKA_SIDECAR_CACHE:-$HOME/.cache/kafka-sidecar}:
 #   venv/                  Python venv   (KAFKA_SIDECAR_PYTHON=venv/bin/python)
+#   kafkajs-2.2.4/         kafkajs       (KAFKA_SIDECAR_NODE_MODULES=kafkajs-2.2.4/node_modules)
 #   tansu-0.6.0/bin/tansu  test broker   (KAFKA_SIDECAR_TANSU)
 #
 # Idempotent; a re-run with everything in place takes about a second.
@@ -18,6 +20,8 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${KAFKA_SIDECAR_CACHE:-$HOME/.cache/kafka-sidecar}"
 VENV="$CACHE/venv"
 REQUIREMENTS="$REPO_ROOT/tests/clients/requirements.txt"
+KAFKAJS_VERSION="2.2.4"
+KAFKAJS_ROOT="$CACHE/kafkajs-$KAFKAJS_VERSION"
 TANSU_VERSION="0.6.0"
 TANSU_ROOT="$CACHE/tansu-$TANSU_VERSION"
 TANSU_BIN="$TANSU_ROOT/bin/tansu"
@@ -113,6 +117,21 @@ else
         die "the venv at $VENV cannot import the client libraries"
     printf '%s\n' "$req_hash" >"$stamp"
     step "python venv: installed $(grep -cE '^[A-Za-z0-9]' "$REQUIREMENTS") pinned packages ($VENV)"
+fi
+
+# ------------------------------------------------------------ kafkajs ------
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+    step "nodejs, npm: installed from Debian"
+fi
+if [ -f "$KAFKAJS_ROOT/node_modules/kafkajs/package.json" ] &&
+    grep -q "\"version\": \"$KAFKAJS_VERSION\"" "$KAFKAJS_ROOT/node_modules/kafkajs/package.json"; then
+    step "kafkajs $KAFKAJS_VERSION: present ($KAFKAJS_ROOT)"
+else
+    mkdir -p "$KAFKAJS_ROOT"
+    npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$KAFKAJS_ROOT" \
+        "kafkajs@$KAFKAJS_VERSION" </dev/null >/dev/null || die "npm install kafkajs@$KAFKAJS_VERSION failed"
+    step "kafkajs $KAFKAJS_VERSION: installed from npm ($KAFKAJS_ROOT)"
 fi
 
 # -------------------------------------------------------------- tansu ------

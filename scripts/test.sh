@@ -19,6 +19,7 @@ bash scripts/setup.sh
 
 export KAFKA_SIDECAR_TANSU="$CACHE/tansu-0.6.0/bin/tansu"
 export KAFKA_SIDECAR_PYTHON="$CACHE/venv/bin/python"
+export KAFKA_SIDECAR_NODE_MODULES="$CACHE/kafkajs-2.2.4/node_modules"
 export PYTHONDONTWRITEBYTECODE=1
 
 failed=()

@@ -1,11 +1,13 @@
 //! Real Kafka clients through the sidecar: kcat (librdkafka 2.0), confluent-kafka, kafka-python,
-//! against the Tansu broker and against librdkafka's three-broker mock cluster.
+//! aiokafka and kafkajs, against the Tansu broker and against librdkafka's three-broker mock
+//! cluster.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::libraries::Library;
 use support::{MockCluster, Sidecar, Tansu, create_topics, expect_success, kcat, kcat_with_input, python_ok};
 
 fn json(text: &str) -> Value {
@@ -94,6 +96,54 @@ fn admin_clients_create_describe_and_delete_topics() {
         admin(&["delete", &topic]);
         let after = admin(&["describe", "--allow-missing", &topic]);
         assert!(after["topics"].get(&topic).is_none(), "{client}: topic still there: {after}");
+    }
+}
+
+/// aiokafka and kafkajs do the everyday work through the sidecar: create a topic with three
+/// partitions, see only the sidecar's address, produce, share the messages between two members
+/// of a consumer group that commit as they go (the second resumes where the first stopped), and
+/// delete the topic.
+#[test]
+fn aiokafka_and_kafkajs_produce_consume_in_a_group_and_administer_topics() {
+    const COUNT: usize = 300;
+    let tansu = Tansu::start();
+    let sidecar = Sidecar::start(&tansu.addr(), &[]);
+    let bootstrap = sidecar.bootstrap();
+    for library in Library::ALL {
+        let name = library.name();
+        let topic = format!("everyday-{name}");
+        let topic_args = ["--topic", topic.as_str()];
+        library.run_ok("create", &bootstrap, &["--topic", &topic, "--partitions", "3"]);
+        let described = library.run_ok("describe", &bootstrap, &topic_args);
+        assert_eq!(described["partitions"], 3, "{name}: {described}");
+        assert_eq!(described["brokers"], serde_json::json!([sidecar.broker_addr(111)]), "{name}: {described}");
+
+        let count = COUNT.to_string();
+        let produced = library.run_ok("produce", &bootstrap, &["--topic", &topic, "--count", &count]);
+        assert_eq!(produced["delivered"], COUNT, "{name}: {produced}");
+        let half = (COUNT / 2).to_string();
+        let group = format!("group-{name}");
+        let member = || {
+            let consumed =
+                library.run_ok("consume", &bootstrap, &["--topic", &topic, "--group", &group, "--count", &half]);
+            let values = consumed["values"].as_array().unwrap_or_else(|| panic!("{name}: {consumed}")).clone();
+            values.iter().map(|v| v.as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        };
+        let (first, second) = (member(), member());
+        let mut all: Vec<String> = first.iter().chain(&second).cloned().collect();
+        all.sort_by_key(|v| v.trim_start_matches("m-").parse::<usize>().unwrap());
+        let expected: Vec<String> = (0..COUNT).map(|i| format!("m-{i}")).collect();
+        assert_eq!(all, expected, "{name}: two members of a group read every message exactly once");
+
+        library.run_ok("delete", &bootstrap, &topic_args);
+        let after = json(&python_ok("admin.py", &["--bootstrap", &bootstrap, "describe", "--allow-missing", &topic]));
+        assert!(after["topics"].get(&topic).is_none(), "{name}: topic still there: {after}");
+        eprintln!(
+            "{name}: created, described (brokers {}), produced {COUNT}, consumed {} + {}, deleted",
+            described["brokers"],
+            first.len(),
+            second.len()
+        );
     }
 }
 

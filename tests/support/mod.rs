@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod background;
+pub mod libraries;
 pub mod numbered;
 pub mod process;
 pub mod scripted;
