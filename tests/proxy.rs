@@ -198,3 +198,24 @@ fn sigterm_drains_and_exits_zero() {
     let status = sidecar.wait_exit(Duration::from_secs(10)).expect("sidecar exits within the drain deadline");
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// Names of the threads of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc/<pid>/task");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn worker_threads_size_the_runtime() {
+    let tansu = Tansu::start();
+    for (args, workers) in [(&[][..], 1), (&["--worker-threads", "3"][..], 3)] {
+        let sidecar = Sidecar::start(&tansu.addr(), args);
+        sidecar.kcat_round_trip(&format!("workers-{workers}"), 20);
+        let names = thread_names(sidecar.pid());
+        let runtime_threads = names.iter().filter(|name| *name == "sidecar-worker").count();
+        assert_eq!(runtime_threads, workers, "{args:?}: threads {names:?}");
+    }
+}

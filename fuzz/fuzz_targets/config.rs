@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(!config.advertised.host.is_empty());
             assert!((1024..=i32::MAX as usize).contains(&config.max_frame_bytes));
             assert!(config.max_inflight >= 1 && config.max_client_connections >= 1);
+            assert!((1..=64).contains(&config.worker_threads));
             assert!(config.upstream.connect_attempts >= 1);
             assert!(!config.admin_retry.initial_backoff.is_zero());
             assert!(config.admin_retry.initial_backoff <= config.admin_retry.max_backoff);
