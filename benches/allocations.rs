@@ -8,8 +8,8 @@
 //!   that already holds them, header peeked, acks checked: 0 allocations per frame.
 //! - `response codec`: `FrameCodec::responses` decoding Produce and Fetch responses, correlation
 //!   id and error code read, `rewrite::response` deciding to pass them through: 0 per frame.
-//! - `framed relay`: `FramedRead` → peek → `FramedWrite::send`, as the session uses them, over an
-//!   in-memory reader and a discarding writer, frames of 100 B to 1 MiB: once the buffers have
+//! - `framed relay`: `FramedRead` → peek → `FrameWriter`, as the session uses them, over an
+//!   in-memory reader and a discarding writer, frames of 100 B to 1 MiB: once the read buffer has
 //!   grown to the largest frame, 0 per frame.
 //! - `telemetry`: the metric calls the session makes per request (bytes by direction, request
 //!   counter, latency histogram) with the sidecar's Prometheus recorder. Reported, not bounded:
@@ -18,18 +18,20 @@
 //! Run by `cargo test --all-targets` too (without `--bench`), with fewer frames.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use common::sink::Discard;
+use futures_util::StreamExt;
+use kafka_sidecar::frame_writer::FrameWriter;
 use kafka_sidecar::rewrite;
 use kafka_sidecar::telemetry::{self, Direction, RequestCounters};
-use kafka_sidecar::wire::{FrameCodec, peek_request_header, response_correlation_id, response_error_code};
-use tokio_util::codec::{Decoder, FramedRead, FramedWrite};
+use kafka_sidecar::wire::{
+    FrameCodec, holds_whole_frame, peek_request_header, response_correlation_id, response_error_code,
+};
+use tokio_util::codec::{Decoder, FramedRead};
 
 mod common;
 
@@ -222,26 +224,8 @@ fn response_codec(rounds: usize) -> Outcome {
     }
 }
 
-/// A writer that takes everything at once, like a socket with room in its send buffer. (Tokio's
-/// `sink()` yields to the scheduler every 128 writes, which allocates a wake-up list once.)
-struct Discard;
-
-impl tokio::io::AsyncWrite for Discard {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// `FramedRead` → peek → `FramedWrite::send` (write and flush per frame, as `SinkExt::send`
-/// does in the session), frames of 100 B, 1 KiB, 16 KiB, 64 KiB and 1 MiB in turn.
+/// `FramedRead` → peek → `FrameWriter::feed`, flushed whenever the reader holds no further whole
+/// frame, as the session does, frames of 100 B, 1 KiB, 16 KiB, 64 KiB and 1 MiB in turn.
 fn framed_relay(rounds: usize) -> Outcome {
     const WARM_UP_ROUNDS: usize = 3;
     let frames: Vec<Bytes> = [100, 1024, 16 * 1024, 64 * 1024, 1024 * 1024]
@@ -252,7 +236,7 @@ fn framed_relay(rounds: usize) -> Outcome {
         (0..rounds + WARM_UP_ROUNDS).flat_map(|_| frames.iter().flat_map(|f| f.iter().copied())).collect();
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     let mut reader = FramedRead::new(&stream[..], FrameCodec::requests(MAX_FRAME));
-    let mut writer = FramedWrite::new(Discard, FrameCodec::requests(MAX_FRAME));
+    let mut writer = FrameWriter::new(Discard);
     let mut relay = async |limit: usize| {
         let mut relayed = 0u64;
         while relayed < limit as u64 {
@@ -260,7 +244,10 @@ fn framed_relay(rounds: usize) -> Outcome {
             let frame = frame.expect("valid frame");
             let header = peek_request_header(&frame).expect("valid header");
             assert!(header.expects_response(&frame).expect("valid produce"));
-            writer.send(frame).await.expect("write");
+            writer.feed(frame);
+            if !holds_whole_frame(reader.read_buffer()) {
+                writer.flush().await.expect("write");
+            }
             relayed += 1;
         }
         relayed
@@ -278,7 +265,7 @@ fn framed_relay(rounds: usize) -> Outcome {
         elapsed: start.elapsed(),
         bound: Some(0),
         buffers_exempt: true,
-        note: "FramedRead -> peek -> FramedWrite::send, 100 B..1 MiB frames",
+        note: "FramedRead -> peek -> FrameWriter, 100 B..1 MiB frames",
     }
 }
 

@@ -3,6 +3,7 @@
 //! Layout, one concern per module:
 //! - `config`: every option (flags, environment, TOML file), validated into one [`config::Config`].
 //! - `wire`: framing, header peeks and a bounds-checked cursor; pure, never awaits.
+//! - `frame_writer`: whole frames out to a connection, queued without copying, written vectored.
 //! - `rewrite`: the few responses that carry broker addresses or versions, rewritten in place.
 //! - `topology`: node id → broker address, controller id.
 //! - `upstream`: connecting to brokers and the socket options of every socket.
@@ -18,6 +19,7 @@ pub mod admin_http;
 pub mod admin_retry;
 pub mod config;
 pub mod control;
+pub mod frame_writer;
 pub mod listener;
 pub mod rewrite;
 pub mod sasl;

@@ -14,15 +14,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_retry::{self, AdminRequest, RetryError};
+use crate::frame_writer::FrameWriter;
 use crate::listener::{Target, ensure_broker_listener};
 use crate::rewrite::{self, RewriteError};
 use crate::sasl;
@@ -31,12 +32,14 @@ use crate::stream::Stream;
 use crate::telemetry::{self, Direction, DisconnectCause, RequestCounters, UpstreamConnection};
 use crate::tls::TlsError;
 use crate::upstream::{ConnectError, Connected};
-use crate::wire::{FrameCodec, FrameError, peek_request_header, response_correlation_id, response_error_code};
+use crate::wire::{
+    FrameCodec, FrameError, holds_whole_frame, peek_request_header, response_correlation_id, response_error_code,
+};
 
 type ClientReader = FramedRead<ReadHalf<Stream>, FrameCodec>;
-type ClientWriter = FramedWrite<WriteHalf<Stream>, FrameCodec>;
+type ClientWriter = FrameWriter<WriteHalf<Stream>>;
 type BrokerReader = FramedRead<ReadHalf<Stream>, FrameCodec>;
-type BrokerWriter = FramedWrite<WriteHalf<Stream>, FrameCodec>;
+type BrokerWriter = FrameWriter<WriteHalf<Stream>>;
 
 /// How long a finished session waits for the broker to close its end.
 const UPSTREAM_LINGER: Duration = Duration::from_secs(2);
@@ -158,7 +161,7 @@ impl Session {
         let max_frame = self.ctx.config.max_frame_bytes;
         let (client_read, client_write) = tokio::io::split(client);
         let mut requests = FramedRead::new(client_read, FrameCodec::requests(max_frame));
-        let mut to_client = FramedWrite::new(client_write, FrameCodec::responses(max_frame));
+        let mut to_client = FrameWriter::new(client_write);
         loop {
             match self.proxy_on(&mut requests, &mut to_client, upstream).await {
                 RequestsEnd::Disconnect(cause) => return cause,
@@ -187,7 +190,7 @@ impl Session {
         let _open = UpstreamConnection::open(&telemetry::node_label(self.node_id));
         let max_frame = self.ctx.config.max_frame_bytes;
         let (upstream_read, upstream_write) = tokio::io::split(upstream.stream);
-        let to_broker = FramedWrite::new(upstream_write, FrameCodec::requests(max_frame));
+        let to_broker = FrameWriter::new(upstream_write);
         let responses = FramedRead::new(upstream_read, FrameCodec::responses(max_frame));
 
         let (in_flight_tx, in_flight_rx) = mpsc::channel(self.ctx.config.max_inflight);
@@ -236,6 +239,14 @@ impl Session {
         let mut counters = RequestCounters::new(telemetry::node_label(self.node_id));
         let idle_timeout = ctx.config.client_idle_timeout;
         loop {
+            // Requests the client sent together go out together, and none waits in the queue
+            // while the next one has yet to arrive.
+            if to_broker.has_queued()
+                && !holds_whole_frame(requests.read_buffer())
+                && let Err(end) = flush_requests(to_broker, peer).await
+            {
+                return end;
+            }
             let next = requests.next();
             let frame = tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Disconnect(DisconnectCause::Shutdown),
@@ -277,6 +288,12 @@ impl Session {
                 leg.unanswered_forwarded.store(true, Ordering::Relaxed);
             }
             if expects_response {
+                // Waiting for a slot means waiting for answers to the requests still queued.
+                if leg.in_flight_slots.available_permits() == 0
+                    && let Err(end) = flush_requests(to_broker, peer).await
+                {
+                    return end;
+                }
                 let slot = tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Disconnect(DisconnectCause::Shutdown),
                     _ = leg.responses_done.cancelled() => return RequestsEnd::ResponsesDone,
@@ -305,18 +322,31 @@ impl Session {
             if local_answer.is_some() {
                 continue;
             }
-            let len = frame.len();
-            if let Err(error) = to_broker.send(frame).await {
-                tracing::info!(%peer, %error, "broker connection lost while forwarding");
-                return Disconnect(DisconnectCause::BrokerClosed);
-            }
-            telemetry::bytes(Direction::SidecarToBroker, len);
+            telemetry::bytes(Direction::SidecarToBroker, frame.len());
+            to_broker.feed(frame);
         }
     }
 
     /// Broker → client. Returns why it stopped, or `None` once every request was answered after
-    /// the request half stopped.
+    /// the request half stopped. Responses already queued reach the client whatever the end.
     async fn return_responses(
+        &self,
+        responses: BrokerReader,
+        to_client: &mut ClientWriter,
+        in_flight: mpsc::Receiver<InFlight>,
+        leg: &Leg,
+    ) -> Option<DisconnectCause> {
+        let end = self.return_each_response(responses, to_client, in_flight, leg).await;
+        match to_client.flush().await {
+            Ok(()) => end,
+            Err(error) => {
+                tracing::debug!(peer = %self.peer, %error, "client went away before its response");
+                end.or(Some(DisconnectCause::ClientClosed))
+            }
+        }
+    }
+
+    async fn return_each_response(
         &self,
         mut responses: BrokerReader,
         to_client: &mut ClientWriter,
@@ -332,9 +362,20 @@ impl Session {
             }
             if !requests_open && waiting.is_empty() {
                 if leg.unanswered_forwarded.load(Ordering::Relaxed) {
+                    if let Err(cause) = flush_responses(to_client, peer).await {
+                        return Some(cause);
+                    }
                     linger(&mut responses).await;
                 }
                 return None;
+            }
+            // Responses the broker sent together go out together, and none waits in the queue
+            // while the next one has yet to arrive.
+            if to_client.has_queued()
+                && !holds_whole_frame(responses.read_buffer())
+                && let Err(cause) = flush_responses(to_client, peer).await
+            {
+                return Some(cause);
             }
             let frame = tokio::select! {
                 biased;
@@ -381,16 +422,18 @@ impl Session {
                 continue;
             }
             let entry = waiting.pop_front().expect("front checked");
+            // A NOT_CONTROLLER retry may take a while: what is ready goes out first.
+            if entry.admin.is_some()
+                && let Err(cause) = flush_responses(to_client, peer).await
+            {
+                return Some(cause);
+            }
             let frame = match self.answer(&entry, frame).await {
                 Ok(frame) => frame,
                 Err(cause) => return Some(cause),
             };
-            let len = frame.len();
-            if let Err(error) = to_client.send(frame).await {
-                tracing::debug!(%peer, %error, "client went away before its response");
-                return Some(DisconnectCause::ClientClosed);
-            }
-            telemetry::bytes(Direction::SidecarToClient, len);
+            telemetry::bytes(Direction::SidecarToClient, frame.len());
+            to_client.feed(frame);
             telemetry::request_duration(entry.api_key, entry.received.elapsed());
         }
     }
@@ -452,6 +495,22 @@ async fn send_local_answers(
         telemetry::request_duration(entry.api_key, entry.received.elapsed());
     }
     Ok(())
+}
+
+/// Writes the queued requests; a broker connection that fails ends the leg.
+async fn flush_requests(to_broker: &mut BrokerWriter, peer: SocketAddr) -> Result<(), RequestsEnd> {
+    to_broker.flush().await.map_err(|error| {
+        tracing::info!(%peer, %error, "broker connection lost while forwarding");
+        RequestsEnd::Disconnect(DisconnectCause::BrokerClosed)
+    })
+}
+
+/// Writes the queued responses; a client connection that fails ends the session.
+async fn flush_responses(to_client: &mut ClientWriter, peer: SocketAddr) -> Result<(), DisconnectCause> {
+    to_client.flush().await.map_err(|error| {
+        tracing::debug!(%peer, %error, "client went away before its response");
+        DisconnectCause::ClientClosed
+    })
 }
 
 /// Resolves at `deadline`, or never without one.

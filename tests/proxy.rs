@@ -185,6 +185,47 @@ fn acks_zero_produce_never_pairs_a_stray_answer_with_the_next_request() {
     assert_eq!(strays, 50.0, "every acks=0 answer is dropped:\n{metrics}");
 }
 
+/// Requests a client pipelines in one write, with unanswered acks=0 produce requests among them
+/// (whose stray answers from Tansu the sidecar drops), all get their answers, in order, none
+/// held back in a queue while the sidecar waits for more.
+#[test]
+fn pipelined_requests_are_answered_in_order_and_none_is_held_back() {
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
+    use kafka_sidecar::wire::encode_request;
+
+    let (_tansu, sidecar) = broker_and_sidecar();
+    let mut client = RawClient::connect(&sidecar.bootstrap());
+    client.send_bytes(&create_topics_v0(1, "pipelined")).unwrap();
+    client.recv().unwrap();
+    let produce = ProduceRequest::default().with_acks(0).with_timeout_ms(5000).with_topic_data(vec![
+        TopicProduceData::default().with_name(TopicName(StrBytes::from_static_str("pipelined"))).with_partition_data(
+            vec![PartitionProduceData::default().with_index(0).with_records(Some(raw::record_batch("queued")))],
+        ),
+    ]);
+    for round in 0..3 {
+        let mut burst = Vec::new();
+        let mut answered = Vec::new();
+        for i in 0..200 {
+            let correlation_id = round * 1000 + i;
+            let frame = if i % 3 == 1 {
+                encode_request(ApiKey::Produce, 8, correlation_id, &produce).unwrap()
+            } else {
+                answered.push(correlation_id);
+                encode_request(ApiKey::ApiVersions, 3, correlation_id, &ApiVersionsRequest::default()).unwrap()
+            };
+            burst.extend_from_slice(&frame);
+        }
+        let started = Instant::now();
+        client.send_bytes(&burst).unwrap();
+        for &correlation_id in &answered {
+            let frame = client.recv().expect("every answered request is answered");
+            let _: ApiVersionsResponse = raw::decode_response(ApiKey::ApiVersions, 3, correlation_id, &frame);
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "round {round}: a response was held back");
+    }
+}
+
 #[test]
 fn sigterm_drains_and_exits_zero() {
     let (_tansu, mut sidecar) = broker_and_sidecar();

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod sink;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::api_versions_response::ApiVersion;

@@ -107,6 +107,15 @@ impl Decoder for FrameCodec {
     }
 }
 
+/// Whether `buf`, the unread bytes of a connection, starts with a whole frame, so that reading
+/// the next frame will not wait for the peer. (An invalid length counts as not whole: reading
+/// then fails at once, which does not wait either.)
+pub fn holds_whole_frame(buf: &[u8]) -> bool {
+    let Some(prefix) = buf.first_chunk::<LENGTH_PREFIX>() else { return false };
+    let len = i32::from_be_bytes(*prefix);
+    usize::try_from(len).is_ok_and(|len| buf.len() - LENGTH_PREFIX >= len)
+}
+
 impl Encoder<Bytes> for FrameCodec {
     type Error = FrameError;
 
@@ -123,6 +132,17 @@ mod tests {
     fn decode_all(codec: &mut FrameCodec, bytes: &[u8]) -> Result<Option<Bytes>, FrameError> {
         let mut buf = BytesMut::from(bytes);
         codec.decode(&mut buf)
+    }
+
+    #[test]
+    fn whole_frames_are_told_from_partial_ones() {
+        let frame = [0, 0, 0, 4, 1, 2, 3, 4];
+        assert!(holds_whole_frame(&frame));
+        assert!(holds_whole_frame(&[&frame[..], &[0, 0]].concat()));
+        assert!(!holds_whole_frame(&frame[..7]));
+        assert!(!holds_whole_frame(&frame[..3]));
+        assert!(!holds_whole_frame(&[]));
+        assert!(!holds_whole_frame(&[0xff, 0xff, 0xff, 0xff]));
     }
 
     #[test]
