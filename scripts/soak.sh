@@ -28,6 +28,7 @@ bash scripts/setup.sh
 
 export KAFKA_SIDECAR_TANSU="$CACHE/tansu-0.6.0/bin/tansu"
 export KAFKA_SIDECAR_PYTHON="$CACHE/venv/bin/python"
+export KAFKA_SIDECAR_NODE_MODULES="$CACHE/kafkajs-2.2.4/node_modules"
 export PYTHONDONTWRITEBYTECODE=1
 export KAFKA_SIDECAR_SOAK_SECS="$seconds"
 export KAFKA_SIDECAR_SOAK_REPORT="${KAFKA_SIDECAR_SOAK_REPORT:-$REPO_ROOT/target/soak/soak-$(date -u +%Y%m%dT%H%M%SZ).jsonl}"

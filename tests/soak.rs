@@ -373,6 +373,15 @@ fn run_cycle(index: u32, tansu: &mut Tansu, sidecar: &Sidecar, settings: &Settin
     after
 }
 
+/// Sets its flag when dropped, panics included.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Writes a sample of the sidecar every [`SAMPLE_EVERY`] until `stop`.
 fn sample_until(sidecar: &Sidecar, report: &Report, stop: &AtomicBool) {
     let mut next = Instant::now();
@@ -408,6 +417,8 @@ fn soak() {
     let stop_sampling = AtomicBool::new(false);
     let after_each_cycle: Vec<Figures> = thread::scope(|scope| {
         let sampler = scope.spawn(|| sample_until(sidecar, &report, &stop_sampling));
+        // A failed cycle panics: the sampler must stop then too, or the scope would wait for it.
+        let _stop_sampler = StopOnDrop(&stop_sampling);
         let mut after_each_cycle = Vec::new();
         for index in 0.. {
             after_each_cycle.push(run_cycle(index, tansu, sidecar, &settings, &report));
@@ -415,7 +426,7 @@ fn soak() {
                 break;
             }
         }
-        stop_sampling.store(true, Ordering::Relaxed);
+        drop(_stop_sampler);
         sampler.join().expect("sampler thread");
         after_each_cycle
     });

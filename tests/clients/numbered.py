@@ -177,8 +177,10 @@ def main():
     cp.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     args = ap.parse_args()
 
-    # Hard stop: a client stuck in a C call must not hang the test that runs us.
-    watchdog = threading.Timer(args.timeout * 2 + 15, lambda: fail("hung", 3))
+    # Hard stop: a client stuck in a C call must not hang the test that runs us. A paced
+    # producer needs count / rate seconds on top of its timeout.
+    pacing = args.count / args.rate if args.mode == "produce" and args.rate > 0 else 0
+    watchdog = threading.Timer(pacing + args.timeout * 2 + 15, lambda: fail("hung", 3))
     watchdog.daemon = True
     watchdog.start()
     (produce if args.mode == "produce" else consume)(args)

@@ -89,6 +89,9 @@ impl Background {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.seen.push(line);
         }
+        if !status.success() {
+            eprintln!("{} ended with {status}; its stderr:\n{}", self.what, self.stderr_text());
+        }
         let last = self.seen.iter().rev().find_map(|line| serde_json::from_str::<Value>(line).ok());
         let result = last.unwrap_or_else(|| {
             panic!("{} printed no result ({status}):\n{:?}\n{}", self.what, self.seen, self.stderr_text())
