@@ -60,7 +60,7 @@ def index_of(value):
 
 
 def produce(args):
-    from confluent_kafka import Producer
+    from confluent_kafka import KafkaError, KafkaException, Producer
 
     p = Producer(
         {
@@ -98,12 +98,19 @@ def produce(args):
             if now >= due:
                 break
             p.poll(min(due - now, 0.05))
+        given_up_at = time.monotonic() + args.timeout
         while True:
             try:
                 p.produce(args.topic, value=f"n-{i}".encode(), partition=0, on_delivery=on_delivery)
                 break
             except BufferError:
                 p.poll(0.05)
+            except KafkaException as e:
+                # A restarted broker knows no topic until it is created again; librdkafka then
+                # refuses new messages at once. An application waits for the topic, as here.
+                if e.args[0].code() != KafkaError._UNKNOWN_TOPIC or time.monotonic() > given_up_at:
+                    raise
+                p.poll(0.1)
         p.poll(0)
     left = p.flush(args.timeout)
     elapsed = time.monotonic() - start
