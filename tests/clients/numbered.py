@@ -15,9 +15,11 @@ producer id, answers UNKNOWN_PRODUCER_ID to the old one for good, and
 librdkafka's idempotent producer then never delivers again. Without it, at
 most one request is in flight (max.in.flight.requests.per.connection=1), so
 acknowledgements arrive in send order and a retry cannot reorder messages.
-The producer retries on its own (librdkafka's defaults: unlimited retries
-within message.timeout.ms, which is --timeout) and reconnects quickly
-(reconnect.backoff.max.ms=1000). While it runs it prints {"acked": n} after
+Messages librdkafka refuses before sending them because the broker does not
+know the topic (a restarted broker, until the topic is created again) are
+sent again, as an application would. Otherwise the producer retries on its
+own (librdkafka's defaults: unlimited retries within message.timeout.ms,
+which is --timeout) and reconnects quickly (reconnect.backoff.max.ms=1000). While it runs it prints {"acked": n} after
 every 50th acknowledgement, so a test can wait for progress; at the end it
 prints one JSON object:
   {"acks": [[i, offset], ...] in the order they arrived, "failed": [[i, error], ...],
@@ -79,6 +81,10 @@ def produce(args):
         }
     )
     acks, failed = [], []
+    # Messages librdkafka refused before sending them, because the restarted broker did not know
+    # the topic yet: never on the wire, so an application sends them again, as here.
+    resend = []
+    refused_locally = {KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC}
 
     def on_delivery(err, msg):
         i = index_of(msg.value())
@@ -86,8 +92,28 @@ def produce(args):
             acks.append([i, msg.offset()])
             if len(acks) % 50 == 0:
                 emit({"acked": len(acks)})
+        elif err.code() in refused_locally:
+            resend.append(i)
         else:
             failed.append([i, str(err)])
+
+    def send(i):
+        given_up_at = time.monotonic() + args.timeout
+        while True:
+            try:
+                p.produce(args.topic, value=f"n-{i}".encode(), partition=0, on_delivery=on_delivery)
+                return
+            except BufferError:
+                p.poll(0.05)
+            except KafkaException as e:
+                # The same refusal, at once, while librdkafka knows the topic is missing.
+                if e.args[0].code() not in refused_locally or time.monotonic() > given_up_at:
+                    raise
+                p.poll(0.1)
+
+    def send_refused():
+        while resend:
+            send(resend.pop(0))
 
     start = time.monotonic()
     interval = 1.0 / args.rate
@@ -98,21 +124,14 @@ def produce(args):
             if now >= due:
                 break
             p.poll(min(due - now, 0.05))
-        given_up_at = time.monotonic() + args.timeout
-        while True:
-            try:
-                p.produce(args.topic, value=f"n-{i}".encode(), partition=0, on_delivery=on_delivery)
-                break
-            except BufferError:
-                p.poll(0.05)
-            except KafkaException as e:
-                # A restarted broker knows no topic until it is created again; librdkafka then
-                # refuses new messages at once. An application waits for the topic, as here.
-                if e.args[0].code() != KafkaError._UNKNOWN_TOPIC or time.monotonic() > given_up_at:
-                    raise
-                p.poll(0.1)
+        send(i)
         p.poll(0)
-    left = p.flush(args.timeout)
+        send_refused()
+    deadline = time.monotonic() + args.timeout
+    while (len(p) or resend) and time.monotonic() < deadline:
+        send_refused()
+        p.flush(1.0)
+    left = len(p) + len(resend)
     elapsed = time.monotonic() - start
     emit({"acks": acks, "failed": failed, "in_flight": left, "elapsed": round(elapsed, 3)})
     os._exit(0 if not failed and not left and len(acks) == args.count else 1)
