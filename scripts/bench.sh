@@ -25,7 +25,7 @@
 #   BENCH_ROUNDS           rounds per end-to-end phase (default 3)
 #   BENCH_SECONDS          seconds per throughput run (default 2)
 #   BENCH_BROKERS          standin,tansu (default both)
-#   BENCH_SIDECAR_ENV      extra environment for the sidecar, e.g. TOKIO_WORKER_THREADS=1
+#   BENCH_SIDECAR_ENV      extra environment for the sidecar, e.g. KAFKA_SIDECAR_WORKER_THREADS=2
 #   BENCH_MAX_LOAD, BENCH_QUIET_WAIT  see above
 #   KAFKA_SIDECAR_CACHE    tool cache of scripts/setup.sh (default ~/.cache/kafka-sidecar)
 set -euo pipefail
