@@ -6,9 +6,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeClusterRequest, DescribeClusterResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest, MetadataResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use raw::{RawClient, create_topics_v0, raw_request, read_topic_errors_v0};
@@ -150,22 +151,29 @@ fn bad_input_closes_only_that_client() {
     assert!(sidecar.wait_for_log("connection closed in the middle of a frame", Duration::from_secs(5)));
 }
 
+/// A Produce request with acks=0 carrying one record with `value` to partition 0 of `topic`.
+fn acks_zero_produce(topic: &'static str, value: &str) -> ProduceRequest {
+    let partition = PartitionProduceData::default().with_index(0).with_records(Some(raw::record_batch(value)));
+    ProduceRequest::default().with_acks(0).with_timeout_ms(5000).with_topic_data(vec![
+        TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str(topic)))
+            .with_partition_data(vec![partition]),
+    ])
+}
+
+/// A raw client of the sidecar's bootstrap port, after creating `topic` through it.
+fn client_with_topic(sidecar: &Sidecar, topic: &str) -> RawClient {
+    let mut client = RawClient::connect(&sidecar.bootstrap());
+    client.send_bytes(&create_topics_v0(1, topic)).unwrap();
+    client.recv().unwrap();
+    client
+}
+
 #[test]
 fn acks_zero_produce_never_pairs_a_stray_answer_with_the_next_request() {
-    use kafka_protocol::messages::TopicName;
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
-
     let (_tansu, sidecar) = broker_and_sidecar();
-    let mut client = RawClient::connect(&sidecar.bootstrap());
-    client.send_bytes(&create_topics_v0(1, "acks0")).unwrap();
-    client.recv().unwrap();
-
-    let records = raw::record_batch("fire-and-forget");
-    let produce = ProduceRequest::default().with_acks(0).with_timeout_ms(5000).with_topic_data(vec![
-        TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_static_str("acks0")))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))]),
-    ]);
+    let mut client = client_with_topic(&sidecar, "acks0");
+    let produce = acks_zero_produce("acks0", "fire-and-forget");
     let started = Instant::now();
     for _ in 0..50 {
         client.send(ApiKey::Produce, 8, &produce);
@@ -190,19 +198,11 @@ fn acks_zero_produce_never_pairs_a_stray_answer_with_the_next_request() {
 /// held back in a queue while the sidecar waits for more.
 #[test]
 fn pipelined_requests_are_answered_in_order_and_none_is_held_back() {
-    use kafka_protocol::messages::TopicName;
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
     use kafka_sidecar::wire::encode_request;
 
     let (_tansu, sidecar) = broker_and_sidecar();
-    let mut client = RawClient::connect(&sidecar.bootstrap());
-    client.send_bytes(&create_topics_v0(1, "pipelined")).unwrap();
-    client.recv().unwrap();
-    let produce = ProduceRequest::default().with_acks(0).with_timeout_ms(5000).with_topic_data(vec![
-        TopicProduceData::default().with_name(TopicName(StrBytes::from_static_str("pipelined"))).with_partition_data(
-            vec![PartitionProduceData::default().with_index(0).with_records(Some(raw::record_batch("queued")))],
-        ),
-    ]);
+    let mut client = client_with_topic(&sidecar, "pipelined");
+    let produce = acks_zero_produce("pipelined", "queued");
     for round in 0..3 {
         let mut burst = Vec::new();
         let mut answered = Vec::new();
