@@ -74,14 +74,18 @@ pub struct ZkCluster {
     runtime: Option<Runtime>,
 }
 
-/// Keeps the controller rotating (see [`ZkCluster::flap`]) until dropped.
+/// Keeps the controller rotating (see [`ZkCluster::flap`]) until dropped; the drop returns once
+/// the rotation has stopped, so the controller stays put from then on.
 pub struct FlapGuard {
     stop: CancellationToken,
+    /// Disconnected when the rotating task has ended.
+    stopped: std::sync::mpsc::Receiver<()>,
 }
 
 impl Drop for FlapGuard {
     fn drop(&mut self) {
         self.stop.cancel();
+        let _ = self.stopped.recv_timeout(Duration::from_secs(5));
     }
 }
 
@@ -144,18 +148,21 @@ impl ZkCluster {
     pub fn flap(&self, every: Duration) -> FlapGuard {
         assert!(!every.is_zero(), "flap period must be positive");
         let stop = CancellationToken::new();
-        let (shared, stopped) = (self.shared.clone(), stop.clone());
+        let (shared, cancelled) = (self.shared.clone(), stop.clone());
+        let (running, stopped) = std::sync::mpsc::channel::<()>();
         self.runtime().spawn(async move {
+            let _running = running;
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = stopped.cancelled() => return,
+                    biased;
+                    _ = cancelled.cancelled() => return,
                     _ = ticks.tick() => shared.controller.rotate(),
                 }
             }
         });
-        FlapGuard { stop }
+        FlapGuard { stop, stopped }
     }
 
     /// How many NOT_CONTROLLER (41) error codes the front ends have sent, counting each entry
