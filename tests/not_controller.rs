@@ -64,13 +64,7 @@ fn admin_loop(bootstrap: &str, client: &str, count: usize, prefix: &str) -> Valu
 }
 
 fn not_controller_retries(sidecar: &Sidecar, outcome: &str) -> f64 {
-    let (_, metrics) = sidecar.admin_get("/metrics");
-    let needle = format!("outcome=\"{outcome}\"");
-    metrics
-        .lines()
-        .filter(|line| line.starts_with("kafka_sidecar_not_controller_retries_total") && line.contains(&needle))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    sidecar.metric("kafka_sidecar_not_controller_retries_total", &[&format!("outcome=\"{outcome}\"")])
 }
 
 #[test]

@@ -134,16 +134,11 @@ fn retried_admin_request_lost_in_flight_is_never_resent() {
     assert_eq!(creates_seen_by_controller.load(Ordering::SeqCst), 1, "sent to the controller exactly once");
 }
 
-fn metric(sidecar: &Sidecar, series: &str) -> f64 {
-    let (_, text) = sidecar.admin_get("/metrics");
-    text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0)
-}
-
 #[test]
 fn control_connection_survives_a_broker_restart() {
     let mut tansu = Tansu::start();
     let sidecar = Sidecar::start(&tansu.addr(), &["--metadata-refresh", "200ms"]);
-    let refreshed = |sidecar: &Sidecar| metric(sidecar, "kafka_sidecar_metadata_refreshes_total{result=\"ok\"}");
+    let refreshed = |sidecar: &Sidecar| sidecar.metric("kafka_sidecar_metadata_refreshes_total", &["result=\"ok\""]);
     thread::sleep(Duration::from_millis(500));
     let before = refreshed(&sidecar);
     assert!(before >= 1.0);
