@@ -47,7 +47,7 @@ free_port() {
 }
 
 say "setup"
-bash scripts/setup.sh
+bash scripts/setup.sh demo
 
 say "cargo build --release"
 cargo build --release

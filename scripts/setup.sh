@@ -14,8 +14,20 @@
 #   kafkajs-2.2.4/         kafkajs       (KAFKA_SIDECAR_NODE_MODULES=kafkajs-2.2.4/node_modules)
 #   tansu-0.6.0/bin/tansu  test broker   (KAFKA_SIDECAR_TANSU)
 #
+# `setup.sh demo` installs only what scripts/demo.sh uses: kcat, the venv and Tansu.
+#
 # Idempotent; a re-run with everything in place takes about a second.
 set -euo pipefail
+
+FOR_DEMO=0
+case "${1:-}" in
+"") ;;
+demo) FOR_DEMO=1 ;;
+*)
+    printf 'usage: %s [demo]\n' "$0" >&2
+    exit 2
+    ;;
+esac
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${KAFKA_SIDECAR_CACHE:-$HOME/.cache/kafka-sidecar}"
@@ -65,29 +77,31 @@ else
     step "kcat: installed from Debian"
 fi
 
-if deb_installed prometheus && command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
-    step "prometheus: installed"
-else
-    apt_install --no-install-recommends prometheus
-    step "prometheus: installed from Debian"
-fi
+if [ "$FOR_DEMO" -eq 0 ]; then
+    if deb_installed prometheus && command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
+        step "prometheus: installed"
+    else
+        apt_install --no-install-recommends prometheus
+        step "prometheus: installed from Debian"
+    fi
 
-# stunnel terminates TLS in front of the test brokers; openssl makes their certificates.
-tls_missing=()
-deb_installed stunnel4 && command -v stunnel4 >/dev/null 2>&1 || tls_missing+=(stunnel4)
-deb_installed openssl && command -v openssl >/dev/null 2>&1 || tls_missing+=(openssl)
-if [ "${#tls_missing[@]}" -eq 0 ]; then
-    step "stunnel4, openssl: installed"
-else
-    apt_install "${tls_missing[@]}"
-    step "${tls_missing[*]}: installed from Debian"
-fi
+    # stunnel terminates TLS in front of the test brokers; openssl makes their certificates.
+    tls_missing=()
+    deb_installed stunnel4 && command -v stunnel4 >/dev/null 2>&1 || tls_missing+=(stunnel4)
+    deb_installed openssl && command -v openssl >/dev/null 2>&1 || tls_missing+=(openssl)
+    if [ "${#tls_missing[@]}" -eq 0 ]; then
+        step "stunnel4, openssl: installed"
+    else
+        apt_install "${tls_missing[@]}"
+        step "${tls_missing[*]}: installed from Debian"
+    fi
 
-# kubectl renders the kustomize overlays in tests/deploy.rs; the machine image ships it.
-if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
-    step "kubectl: installed ($(kubectl version --client 2>/dev/null | head -n 1))"
-else
-    die "kubectl (with kustomize) is needed by tests/deploy.rs and is not on this machine"
+    # kubectl renders the kustomize overlays in tests/deploy.rs; the machine image ships it.
+    if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
+        step "kubectl: installed ($(kubectl version --client 2>/dev/null | head -n 1))"
+    else
+        die "kubectl (with kustomize) is needed by tests/deploy.rs and is not on this machine"
+    fi
 fi
 
 # ------------------------------------------------------------- python ------
@@ -121,18 +135,20 @@ else
 fi
 
 # ------------------------------------------------------------ kafkajs ------
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    apt_install nodejs npm
-    step "nodejs, npm: installed from Debian"
-fi
-if [ -f "$KAFKAJS_ROOT/node_modules/kafkajs/package.json" ] &&
-    grep -q "\"version\": \"$KAFKAJS_VERSION\"" "$KAFKAJS_ROOT/node_modules/kafkajs/package.json"; then
-    step "kafkajs $KAFKAJS_VERSION: present ($KAFKAJS_ROOT)"
-else
-    mkdir -p "$KAFKAJS_ROOT"
-    npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$KAFKAJS_ROOT" \
-        "kafkajs@$KAFKAJS_VERSION" </dev/null >/dev/null || die "npm install kafkajs@$KAFKAJS_VERSION failed"
-    step "kafkajs $KAFKAJS_VERSION: installed from npm ($KAFKAJS_ROOT)"
+if [ "$FOR_DEMO" -eq 0 ]; then
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm
+        step "nodejs, npm: installed from Debian"
+    fi
+    if [ -f "$KAFKAJS_ROOT/node_modules/kafkajs/package.json" ] &&
+        grep -q "\"version\": \"$KAFKAJS_VERSION\"" "$KAFKAJS_ROOT/node_modules/kafkajs/package.json"; then
+        step "kafkajs $KAFKAJS_VERSION: present ($KAFKAJS_ROOT)"
+    else
+        mkdir -p "$KAFKAJS_ROOT"
+        npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$KAFKAJS_ROOT" \
+            "kafkajs@$KAFKAJS_VERSION" </dev/null >/dev/null || die "npm install kafkajs@$KAFKAJS_VERSION failed"
+        step "kafkajs $KAFKAJS_VERSION: installed from npm ($KAFKAJS_ROOT)"
+    fi
 fi
 
 # -------------------------------------------------------------- tansu ------

@@ -101,7 +101,7 @@ fn admin_clients_create_describe_and_delete_topics() {
 
 /// aiokafka and kafkajs do the everyday work through the sidecar: create a topic with three
 /// partitions, see only the sidecar's address, produce, share the messages between two members
-/// of a consumer group that commit as they go (the second resumes where the first stopped), and
+/// of a consumer group (the first commits as it goes, the second resumes where it stopped), and
 /// delete the topic.
 #[test]
 fn aiokafka_and_kafkajs_produce_consume_in_a_group_and_administer_topics() {
@@ -123,13 +123,19 @@ fn aiokafka_and_kafkajs_produce_consume_in_a_group_and_administer_topics() {
         assert_eq!(produced["delivered"], COUNT, "{name}: {produced}");
         let half = (COUNT / 2).to_string();
         let group = format!("group-{name}");
-        let member = || {
-            let consumed =
-                library.run_ok("consume", &bootstrap, &["--topic", &topic, "--group", &group, "--count", &half]);
+        let member = |extra: &[&str]| {
+            let args = [&["--topic", topic.as_str(), "--group", &group, "--count", &half][..], extra].concat();
+            let consumed = library.run_ok("consume", &bootstrap, &args);
             let values = consumed["values"].as_array().unwrap_or_else(|| panic!("{name}: {consumed}")).clone();
             values.iter().map(|v| v.as_str().unwrap().to_owned()).collect::<Vec<_>>()
         };
-        let (first, second) = (member(), member());
+        // Tansu 0.6.0 ignores aiokafka's LeaveGroup and never expires the member's session, and
+        // then answers the next aiokafka member's SyncGroup with an empty assignment, which
+        // aiokafka cannot decode (directly to Tansu too; a Kafka broker would rebalance). So
+        // aiokafka's second member takes the partitions itself and resumes from the offsets the
+        // first committed for the group (OffsetFetch); kafkajs's second member joins the group.
+        let second_member: &[&str] = if library == Library::Aiokafka { &["--assign"] } else { &[] };
+        let (first, second) = (member(&[]), member(second_member));
         let mut all: Vec<String> = first.iter().chain(&second).cloned().collect();
         all.sort_by_key(|v| v.trim_start_matches("m-").parse::<usize>().unwrap());
         let expected: Vec<String> = (0..COUNT).map(|i| format!("m-{i}")).collect();

@@ -350,11 +350,8 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if thread::panicking() {
-            eprintln!("[faults] output kept in {}", self.log.display());
-        } else {
-            let _ = std::fs::remove_file(&self.log);
-        }
+        support::report_output_on_panic("faults", &self.log);
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 

@@ -3,7 +3,7 @@
 
 Usage:
   aiokafka_client.py produce    --bootstrap HOST:PORT --topic T --count N [--prefix m-]
-  aiokafka_client.py consume    --bootstrap HOST:PORT --topic T --group G --count N
+  aiokafka_client.py consume    --bootstrap HOST:PORT --topic T --group G --count N [--assign]
   aiokafka_client.py create     --bootstrap HOST:PORT --topic T [--partitions P]
   aiokafka_client.py describe   --bootstrap HOST:PORT --topic T
   aiokafka_client.py delete     --bootstrap HOST:PORT --topic T
@@ -15,7 +15,9 @@ produce: sends `<prefix><i>` for i = 0..N-1 and waits for each acknowledgement
   Fetch that starts inside a batch with nothing from it). Prints {"delivered": N}.
 consume: joins group G, reads exactly N messages, commits the offset after each
   message it took (later ones fetched with it are left for the next member) and
-  leaves. Prints {"values": [...]} in the order read.
+  leaves. Prints {"values": [...]} in the order read. With --assign it takes every
+  partition itself instead of joining (no JoinGroup/SyncGroup) and starts from the
+  offsets group G committed (OffsetFetch), committing nothing.
 create / delete: prints {"created": T} / {"deleted": T}.
 describe: prints {"partitions": n, "brokers": ["host:port", ...]} (by node id).
 admin-loop: creates and deletes topics P-0 .. P-(N-1); prints
@@ -49,7 +51,7 @@ async def produce(args):
 
 async def consume(args):
     consumer = AIOKafkaConsumer(
-        args.topic,
+        *([] if args.assign else [args.topic]),
         bootstrap_servers=args.bootstrap,
         group_id=args.group,
         auto_offset_reset="earliest",
@@ -57,12 +59,17 @@ async def consume(args):
         session_timeout_ms=10000,
     )
     await consumer.start()
+    if args.assign:
+        await consumer.topics()  # a full metadata refresh, so the topic's partitions are known
+        partitions = consumer.partitions_for_topic(args.topic) or set()
+        consumer.assign([TopicPartition(args.topic, p) for p in sorted(partitions)])
     values = []
     try:
         async for message in consumer:
             values.append(message.value.decode())
-            partition = TopicPartition(message.topic, message.partition)
-            await consumer.commit({partition: OffsetAndMetadata(message.offset + 1, "")})
+            if not args.assign:
+                partition = TopicPartition(message.topic, message.partition)
+                await consumer.commit({partition: OffsetAndMetadata(message.offset + 1, "")})
             if len(values) == args.count:
                 break
     finally:
@@ -166,6 +173,7 @@ def main():
     ap.add_argument("--count", type=int)
     ap.add_argument("--prefix")
     ap.add_argument("--partitions", type=int, default=1)
+    ap.add_argument("--assign", action="store_true")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     args = ap.parse_args()
     if args.prefix is None:

@@ -102,12 +102,10 @@ commonName = supplied
 
 impl Certs {
     /// Certificates generated once per test process and shared by every test (and by
-    /// [`super::TlsBroker`] and [`super::SaslBroker`]). Directories left by earlier test processes
-    /// that no longer run are removed.
+    /// [`super::TlsBroker`] and [`super::SaslBroker`]).
     pub fn shared() -> &'static Certs {
         static SHARED: OnceLock<Certs> = OnceLock::new();
         SHARED.get_or_init(|| {
-            remove_stale_dirs();
             let mut certs = Certs::generate();
             certs.owned = false;
             certs
@@ -337,18 +335,4 @@ fn rand_u64() -> u64 {
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     // Positive and non-zero as a DER integer.
     (h.finish() >> 1) | 1
-}
-
-/// Removes `certs-<pid>-*.d` directories of test processes that have exited.
-fn remove_stale_dirs() {
-    let dir = std::env::temp_dir().join("kafka-sidecar-tests");
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("certs-") else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
 }

@@ -37,9 +37,8 @@
 //!
 //! Needs what `scripts/setup.sh` installs: `stunnel4`, `openssl`, Tansu
 //! (`KAFKA_SIDECAR_TANSU`) and the venv (`KAFKA_SIDECAR_PYTHON`, with `scramp`).
-//! Processes are killed when their handle is dropped; their output goes to files under
-//! `$TMPDIR/kafka-sidecar-tests/`, removed on success and named on stderr (with a tail) when the
-//! test panics.
+//! Processes are killed when their handle is dropped; their output goes to files in the test
+//! process's directory (`support::test_dir`), with a tail printed on stderr when the test panics.
 
 #![allow(dead_code, unused_imports)]
 

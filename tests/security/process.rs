@@ -109,26 +109,9 @@ impl Drop for Process {
         for path in &self.extra_files {
             let _ = fs::remove_file(path);
         }
-        if thread::panicking() {
-            eprintln!("[security] {} output kept in {}:\n{}", self.name, self.log.display(), tail(&self.logs(), 40));
-        } else {
-            let _ = fs::remove_file(&self.log);
-        }
+        support::report_output_on_panic(&self.name, &self.log);
+        let _ = fs::remove_file(&self.log);
     }
-}
-
-/// The last `lines` lines of `text`.
-pub(crate) fn tail(text: &str, lines: usize) -> &str {
-    let mut count = 0;
-    for (i, b) in text.bytes().enumerate().rev() {
-        if b == b'\n' && i + 1 < text.len() {
-            count += 1;
-            if count >= lines {
-                return &text[i + 1..];
-            }
-        }
-    }
-    text
 }
 
 /// Whether a start failure looks like a port taken between choosing and binding it.

@@ -7,9 +7,11 @@
 //! - `KAFKA_SIDECAR_PYTHON`: the venv's python with confluent-kafka, kafka-python and aiokafka,
 //! - `kcat` on `PATH` (or `KAFKA_SIDECAR_KCAT`).
 //!
-//! Every child process is killed when its handle is dropped. Process output goes to files under
-//! `$TMPDIR/kafka-sidecar-tests/`; they are removed on success and kept (and named on stderr)
-//! when the test panics.
+//! Every child process is killed when its handle is dropped. Process output and every other
+//! temporary file go to one directory per test process, `$TMPDIR/kafka-sidecar-tests/<pid>-…/`,
+//! removed when the process exits, whether its tests passed or failed (a test that panics prints
+//! the tail of its processes' output instead). Directories of test processes that were killed
+//! are removed by the next one. `KAFKA_SIDECAR_KEEP_TEST_FILES=1` keeps them all.
 
 #![allow(dead_code)]
 
@@ -26,8 +28,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -133,15 +135,57 @@ pub fn wait_for_port(addr: &str, timeout: Duration) -> bool {
 // ------------------------------------------------------------------------------------------------
 // Logs and child processes
 
-/// A uniquely named file under `$TMPDIR/kafka-sidecar-tests/`.
+/// This test process's directory for temporary files, made on first use and removed when the
+/// process exits (see the module comment).
+pub fn test_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = std::env::temp_dir().join("kafka-sidecar-tests");
+        remove_dirs_of_exited_processes(&root);
+        let dir = root.join(format!("{}-{:016x}", std::process::id(), random_u64()));
+        fs::create_dir_all(&dir).expect("create the test directory");
+        extern "C" fn remove_test_dir() {
+            if let Some(dir) = DIR.get()
+                && std::env::var_os("KAFKA_SIDECAR_KEEP_TEST_FILES").is_none()
+            {
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
+        // SAFETY: registers a plain function without arguments, run once at process exit.
+        unsafe { libc::atexit(remove_test_dir) };
+        dir
+    })
+}
+
+/// Removes `<pid>-…` directories under `root` whose process no longer runs.
+fn remove_dirs_of_exited_processes(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A uniquely named file in [`test_dir`].
 pub fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join("kafka-sidecar-tests");
-    fs::create_dir_all(&dir).expect("create temp dir");
-    dir.join(format!("{name}-{}-{:016x}.log", std::process::id(), random_u64()))
+    test_dir().join(format!("{name}-{:016x}.log", random_u64()))
+}
+
+/// On a failing test, the last lines of a process's output, on stderr (the files themselves go
+/// with the test directory).
+pub fn report_output_on_panic(who: &str, path: &Path) {
+    if thread::panicking() {
+        let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        eprintln!("[support] {who} output (last 40 lines of {}):\n{}", path.display(), tail(&text, 40));
+    }
 }
 
 /// A file that receives a child's stdout and stderr.
 struct LogFile {
+    name: String,
     path: PathBuf,
 }
 
@@ -150,7 +194,7 @@ impl LogFile {
         let path = temp_path(name);
         let file = File::create(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
         let stdout = file.try_clone().expect("clone log file handle");
-        (LogFile { path }, Stdio::from(stdout), Stdio::from(file))
+        (LogFile { name: name.to_owned(), path }, Stdio::from(stdout), Stdio::from(file))
     }
 
     fn read(&self) -> String {
@@ -173,11 +217,8 @@ impl LogFile {
 
 impl Drop for LogFile {
     fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("[support] output kept in {}", self.path.display());
-        } else {
-            let _ = fs::remove_file(&self.path);
-        }
+        report_output_on_panic(&self.name, &self.path);
+        let _ = fs::remove_file(&self.path);
     }
 }
 
@@ -662,7 +703,7 @@ impl Drop for Sidecar {
     }
 }
 
-fn tail(text: &str, lines: usize) -> &str {
+pub fn tail(text: &str, lines: usize) -> &str {
     let mut count = 0;
     for (i, b) in text.bytes().enumerate().rev() {
         if b == b'\n' {
