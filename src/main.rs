@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
 use kafka_sidecar::config::{Config, LogFormat, Settings};
 use kafka_sidecar::{server, telemetry};
 use tracing_subscriber::EnvFilter;
@@ -12,9 +11,16 @@ use tracing_subscriber::EnvFilter;
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let settings = Settings::parse();
-    let check_only = settings.check_config;
-    let config = match settings.with_file().and_then(Config::from_settings) {
+    let flags = match Settings::from_args(std::env::args_os()) {
+        Ok(flags) => flags,
+        Err(error) => {
+            // `--help` and `--version` print to stdout and succeed; anything else is a usage error.
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    let check_only = flags.check_config;
+    let config = match Config::load(flags, |name| std::env::var_os(name)) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("kafka-sidecar: {error}");
@@ -23,7 +29,7 @@ fn main() -> ExitCode {
     };
     if check_only {
         // A closed stdout (`| head`) is no reason to fail the check.
-        let _ = writeln!(std::io::stdout(), "configuration is valid:\n{config:#?}");
+        let _ = write!(std::io::stdout(), "# valid; the effective settings:\n{}", config.effective_toml());
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
