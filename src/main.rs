@@ -1,6 +1,6 @@
 //! Entry point: parse and validate options, set up logging and metrics, run until a signal.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use kafka_sidecar::config::{Config, LogFormat, Settings};
@@ -63,7 +63,9 @@ fn main() -> ExitCode {
 
 fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, and not when NO_COLOR asks for none (no-color.org).
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     match config.log_format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -206,6 +206,14 @@ fn check_config_prints_the_settings_by_flag_name_without_the_password() {
 }
 
 #[test]
+fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
+    // NO_COLOR set but empty does not ask for plain output; the log file still must not get colours.
+    let sidecar = Sidecar::start_with_env("127.0.0.1:1", &[], &[("NO_COLOR", "")]);
+    assert!(sidecar.wait_for_log("kafka-sidecar listening", Duration::from_secs(5)), "{}", sidecar.logs());
+    assert!(!sidecar.logs().contains('\u{1b}'), "escape codes in:\n{:?}", sidecar.logs());
+}
+
+#[test]
 fn clients_beyond_the_connection_limit_wait_for_a_free_slot() {
     let tansu = Tansu::start();
     let sidecar = Sidecar::start(&tansu.addr(), &["--max-client-connections", "2"]);
