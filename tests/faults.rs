@@ -99,8 +99,11 @@ fn broker_restart_under_traffic_loses_no_acknowledged_message() {
     let during = sidecar.admin_get("/metrics").1;
     tansu = Tansu::start_on(port).expect("restart Tansu on the same port");
     let outage = killed.elapsed();
-    // The restarted broker is empty: the topic is created again, as an operator would.
-    support::create_topics(&bootstrap, &[topic], 1);
+    // The restarted broker is empty: the topic is created again, as an operator would, unless
+    // the producer's own metadata request had the broker create it first.
+    let created = support::python("admin.py", &["--bootstrap", &bootstrap, "--partitions", "1", "create", topic]);
+    let stderr = String::from_utf8_lossy(&created.stderr);
+    assert!(created.status.success() || stderr.contains("TOPIC_ALREADY_EXISTS"), "create {topic}: {stderr}");
 
     let (status, produced) = producer.finish(Duration::from_secs(90));
     assert!(status.success(), "the producer did not get every message acknowledged: {produced}");
@@ -817,9 +820,17 @@ fn client_that_never_reads_cannot_grow_the_sidecar() {
     let input: String = (0..64).map(|i| format!("{i}{record}\n")).collect();
     let produced = support::kcat_with_input(&["-b", &sidecar.bootstrap(), "-P", "-t", topic], &input);
     support::expect_success("kcat -P", &produced);
+    // The records may take a moment to be readable on a busy machine.
     let mut probe = RawClient::connect(&sidecar.bootstrap());
-    probe.send_bytes(&fetch_frame(topic, 1)).unwrap();
-    let fetch_size = probe.recv().unwrap().len();
+    let probe_deadline = Instant::now() + Duration::from_secs(20);
+    let fetch_size = loop {
+        probe.send_bytes(&fetch_frame(topic, 1)).unwrap();
+        let size = probe.recv().unwrap().len();
+        if size > 512 * 1024 || Instant::now() > probe_deadline {
+            break size;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
     assert!(fetch_size > 512 * 1024, "a Fetch answer of {fetch_size} bytes");
     drop(probe);
 
