@@ -1,9 +1,8 @@
 //! Entry point: parse and validate options, set up logging and metrics, run until a signal.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
 use kafka_sidecar::config::{Config, LogFormat, Settings};
 use kafka_sidecar::{server, telemetry};
 use tracing_subscriber::EnvFilter;
@@ -12,9 +11,16 @@ use tracing_subscriber::EnvFilter;
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let settings = Settings::parse();
-    let check_only = settings.check_config;
-    let config = match settings.with_file().and_then(Config::from_settings) {
+    let flags = match Settings::from_args(std::env::args_os()) {
+        Ok(flags) => flags,
+        Err(error) => {
+            // `--help` and `--version` print to stdout and succeed; anything else is a usage error.
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    let check_only = flags.check_config;
+    let config = match Config::load(flags, |name| std::env::var_os(name)) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("kafka-sidecar: {error}");
@@ -23,7 +29,7 @@ fn main() -> ExitCode {
     };
     if check_only {
         // A closed stdout (`| head`) is no reason to fail the check.
-        let _ = writeln!(std::io::stdout(), "configuration is valid:\n{config:#?}");
+        let _ = write!(std::io::stdout(), "# valid; the effective settings:\n{}", config.effective_toml());
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
@@ -57,7 +63,9 @@ fn main() -> ExitCode {
 
 fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, and not when NO_COLOR asks for none (no-color.org).
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     match config.log_format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

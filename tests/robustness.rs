@@ -167,6 +167,53 @@ fn invalid_configuration_exits_64_naming_each_setting() {
 }
 
 #[test]
+fn invalid_configuration_reports_type_errors_from_flags_and_environment_together() {
+    let output = support::sidecar_command()
+        .args(["--bootstrap-port", "99999", "--worker-threads", "0", "--connect-timeout", "1500"])
+        .env("KAFKA_SIDECAR_MAX_INFLIGHT", "abc")
+        .output()
+        .expect("run the sidecar");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    for setting in ["--bootstrap-port", "--worker-threads", "--connect-timeout", "--max-inflight"] {
+        assert!(stderr.contains(setting), "{setting} not named in:\n{stderr}");
+    }
+    assert!(stderr.contains("\"1500\" has no unit"), "{stderr}");
+}
+
+#[test]
+fn invalid_configuration_of_an_unknown_flag_exits_64() {
+    let output = support::sidecar_command().arg("--unknown-flag").output().expect("run the sidecar");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("--unknown-flag"), "{stderr}");
+}
+
+#[test]
+fn check_config_prints_the_settings_by_flag_name_without_the_password() {
+    let output = support::sidecar_command()
+        .args(["--bootstrap-server", "b-1:9092", "--sasl-mechanism", "PLAIN", "--sasl-username", "app"])
+        .arg("--check-config")
+        .env("KAFKA_SIDECAR_SASL_PASSWORD", "s3cret-value")
+        .output()
+        .expect("run the sidecar");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    for line in ["bootstrap-port = 9092", "connect-timeout = \"5s\"", "sasl-password = \"***\""] {
+        assert!(stdout.lines().any(|l| l == line), "no line {line:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("s3cret-value") && !stderr.contains("s3cret-value"), "{stdout}{stderr}");
+}
+
+#[test]
+fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
+    // NO_COLOR set but empty does not ask for plain output; the log file still must not get colours.
+    let sidecar = Sidecar::start_with_env("127.0.0.1:1", &[], &[("NO_COLOR", "")]);
+    assert!(sidecar.wait_for_log("kafka-sidecar listening", Duration::from_secs(5)), "{}", sidecar.logs());
+    assert!(!sidecar.logs().contains('\u{1b}'), "escape codes in:\n{:?}", sidecar.logs());
+}
+
+#[test]
 fn clients_beyond_the_connection_limit_wait_for_a_free_slot() {
     let tansu = Tansu::start();
     let sidecar = Sidecar::start(&tansu.addr(), &["--max-client-connections", "2"]);

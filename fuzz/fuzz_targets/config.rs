@@ -1,10 +1,10 @@
 //! Configuration parsing on arbitrary TOML text.
 //!
-//! The input, as UTF-8, is parsed as a `--config` file into `Settings` and validated with
-//! `Config::from_settings`. Neither may panic; a valid configuration must satisfy the documented
-//! bounds, and an invalid one must name at least one setting. `sasl-password-file` is dropped
-//! before validation, since validation reads that file and the fuzzer must not read arbitrary
-//! paths (such as /dev/zero).
+//! The input, as UTF-8, is read as a `--config` file into `Settings` (`Settings::from_toml`: keys
+//! checked, every value turned to text) and validated with `Config::from_settings`. Neither may
+//! panic; a valid configuration must satisfy the documented bounds, and an invalid one must name
+//! at least one setting. `sasl-password-file` is dropped before validation, since validation reads
+//! that file and the fuzzer must not read arbitrary paths (such as /dev/zero).
 
 #![no_main]
 
@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(mut settings) = toml::from_str::<Settings>(text) else {
+    let Ok(mut settings) = Settings::from_toml(text) else {
         return;
     };
     settings.sasl_password_file = None;

@@ -22,6 +22,7 @@ pub mod process;
 pub mod scripted;
 
 use std::collections::hash_map::RandomState;
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -469,31 +470,12 @@ pub fn api_versions_answered(addr: &str) -> bool {
 // ------------------------------------------------------------------------------------------------
 // The sidecar
 
-/// The environment variables the sidecar reads its settings from; cleared for started sidecars
-/// so that the caller's shell cannot change a test.
-const SIDECAR_ENV: &[&str] = &[
-    "KAFKA_SIDECAR_CONFIG",
-    "KAFKA_SIDECAR_BOOTSTRAP_SERVERS",
-    "KAFKA_SIDECAR_LISTEN_HOST",
-    "KAFKA_SIDECAR_BOOTSTRAP_PORT",
-    "KAFKA_SIDECAR_BROKER_PORT_BASE",
-    "KAFKA_SIDECAR_ADVERTISED_HOST",
-    "KAFKA_SIDECAR_ADMIN_LISTEN",
-    "KAFKA_SIDECAR_MAX_FRAME_BYTES",
-    "KAFKA_SIDECAR_MAX_INFLIGHT",
-    "KAFKA_SIDECAR_CONNECT_TIMEOUT",
-    "KAFKA_SIDECAR_CONNECT_ATTEMPTS",
-    "KAFKA_SIDECAR_CONNECT_BACKOFF",
-    "KAFKA_SIDECAR_KEEPALIVE_IDLE",
-    "KAFKA_SIDECAR_KEEPALIVE_INTERVAL",
-    "KAFKA_SIDECAR_KEEPALIVE_COUNT",
-    "KAFKA_SIDECAR_USER_TIMEOUT",
-    "KAFKA_SIDECAR_METADATA_REFRESH",
-    "KAFKA_SIDECAR_DRAIN_TIMEOUT",
-    "KAFKA_SIDECAR_LOG_FORMAT",
-    "KAFKA_SIDECAR_LOG_LEVEL",
-    "RUST_LOG",
-];
+/// Whether the sidecar reads its settings from the variable `name`: every `KAFKA_SIDECAR_*` (each
+/// flag has one) and `RUST_LOG`. Such variables are cleared for started sidecars so that the
+/// caller's shell cannot change a test.
+fn is_sidecar_setting(name: &OsStr) -> bool {
+    name.to_str().is_some_and(|name| name.starts_with("KAFKA_SIDECAR_") || name == "RUST_LOG")
+}
 
 /// Path of the sidecar binary built by cargo for this test run.
 pub fn sidecar_bin() -> &'static str {
@@ -509,8 +491,8 @@ pub fn sidecar_command() -> Command {
 /// A command running `binary` (a sidecar build) with a clean sidecar environment.
 fn program_command(binary: &Path) -> Command {
     let mut cmd = Command::new(binary);
-    for var in SIDECAR_ENV {
-        cmd.env_remove(var);
+    for (name, _) in std::env::vars_os().filter(|(name, _)| is_sidecar_setting(name)) {
+        cmd.env_remove(name);
     }
     cmd.env("NO_COLOR", "1");
     cmd
