@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the integration tests and the demo need, outside the repo:
 #   * Debian packages: kcat, prometheus (the server and promtool, for tests/observability.rs;
-#     installed without recommends, so no node exporter comes along), stunnel4 and openssl (TLS
+#     installed without recommends, so no node exporter comes along), iptables (tests/faults.rs
+#     blackholes network namespaces), stunnel4 and openssl (TLS
 #     in front of the test brokers, and their certificates, for tests/security/), and
 #     python3-venv where `python3 -m venv` lacks it
 #   * a Python venv with the pinned clients from tests/clients/requirements.txt
@@ -94,6 +95,14 @@ if [ "$FOR_DEMO" -eq 0 ]; then
     else
         apt_install "${tls_missing[@]}"
         step "${tls_missing[*]}: installed from Debian"
+    fi
+
+    # iptables blackholes a network namespace's traffic in tests/faults.rs (a silently dead peer).
+    if command -v iptables >/dev/null 2>&1; then
+        step "iptables: installed"
+    else
+        apt_install iptables
+        step "iptables: installed from Debian"
     fi
 
     # kubectl renders the kustomize overlays in tests/deploy.rs; the machine image ships it.

@@ -99,8 +99,11 @@ fn broker_restart_under_traffic_loses_no_acknowledged_message() {
     let during = sidecar.admin_get("/metrics").1;
     tansu = Tansu::start_on(port).expect("restart Tansu on the same port");
     let outage = killed.elapsed();
-    // The restarted broker is empty: the topic is created again, as an operator would.
-    support::create_topics(&bootstrap, &[topic], 1);
+    // The restarted broker is empty: the topic is created again, as an operator would, unless
+    // the producer's own metadata request had the broker create it first.
+    let created = support::python("admin.py", &["--bootstrap", &bootstrap, "--partitions", "1", "create", topic]);
+    let stderr = String::from_utf8_lossy(&created.stderr);
+    assert!(created.status.success() || stderr.contains("TOPIC_ALREADY_EXISTS"), "create {topic}: {stderr}");
 
     let (status, produced) = producer.finish(Duration::from_secs(90));
     assert!(status.success(), "the producer did not get every message acknowledged: {produced}");
@@ -792,11 +795,14 @@ fn fetch_frame(topic: &str, correlation_id: i32) -> Vec<u8> {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
     use kafka_protocol::protocol::StrBytes;
     let partition = FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20);
-    let request = FetchRequest::default().with_max_bytes(1 << 20).with_topics(vec![
-        FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
-            .with_partitions(vec![partition]),
-    ]);
+    // Waits up to 500 ms for at least a byte, as clients do: Tansu answers a Fetch that may not
+    // wait (max_wait_ms 0) with nothing at all.
+    let request =
+        FetchRequest::default().with_max_wait_ms(500).with_min_bytes(1).with_max_bytes(1 << 20).with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(vec![partition]),
+        ]);
     kafka_sidecar::wire::encode_request(ApiKey::Fetch, 4, correlation_id, &request).unwrap().to_vec()
 }
 
