@@ -4,7 +4,8 @@
 //! vectored writes, as many queued frames per system call as the kernel takes. A session queues
 //! a frame with [`FrameWriter::feed`] and flushes when nothing more is ready to be sent at once:
 //! requests or responses that arrived together leave together, and nothing waits in the queue
-//! while the session waits for something else.
+//! while the session waits for something else. Pieces of a frame relayed as they arrive are
+//! queued the same way.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -19,16 +20,19 @@ const MAX_SLICES_PER_WRITE: usize = 64;
 pub struct FrameWriter<W> {
     io: W,
     queue: VecDeque<Bytes>,
+    /// Bytes in `queue`.
+    queued: usize,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(io: W) -> Self {
-        FrameWriter { io, queue: VecDeque::new() }
+        FrameWriter { io, queue: VecDeque::new(), queued: 0 }
     }
 
     /// Queues `frame`; it is written by the next [`FrameWriter::flush`].
     pub fn feed(&mut self, frame: Bytes) {
         if !frame.is_empty() {
+            self.queued += frame.len();
             self.queue.push_back(frame);
         }
     }
@@ -36,6 +40,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Whether frames are queued and not yet written.
     pub fn has_queued(&self) -> bool {
         !self.queue.is_empty()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
     }
 
     /// Queues `frame` and writes everything queued.
@@ -69,6 +78,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Drops `written` bytes from the front of the queue.
     fn consume(&mut self, mut written: usize) {
+        self.queued -= written;
         while written > 0 {
             let front = self.queue.front_mut().expect("only queued bytes are written");
             if written < front.len() {

@@ -42,6 +42,8 @@ pub struct Context {
     pub sessions: TaskTracker,
     /// One permit per client connection allowed at once.
     pub connection_permits: Arc<Semaphore>,
+    /// One permit per byte of frames held whole at once (`--buffer-budget-bytes`).
+    pub buffer_budget: Arc<Semaphore>,
     draining: AtomicBool,
 }
 
@@ -52,6 +54,7 @@ impl Context {
         let connector = Connector::new(config.upstream, config.sockets, tls, config.sasl.clone());
         let listener_tls = config.listener_tls.clone().map(ListenerTls::new).transpose()?;
         let connection_permits = Arc::new(Semaphore::new(config.max_client_connections));
+        let buffer_budget = Arc::new(Semaphore::new(config.buffer_budget_bytes));
         Ok(Context {
             connector,
             listener_tls,
@@ -62,6 +65,7 @@ impl Context {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             connection_permits,
+            buffer_budget,
             draining: AtomicBool::new(false),
         })
     }

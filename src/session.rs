@@ -14,17 +14,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_retry::{self, AdminRequest, RetryError};
+use crate::frame_reader::FrameReader;
 use crate::frame_writer::FrameWriter;
 use crate::listener::{Target, ensure_broker_listener};
+use crate::policy::policy;
 use crate::rewrite::{self, RewriteError};
 use crate::sasl;
 use crate::server::Context;
@@ -32,14 +32,21 @@ use crate::stream::Stream;
 use crate::telemetry::{self, Direction, DisconnectCause, RequestCounters, UpstreamConnection};
 use crate::tls::TlsError;
 use crate::upstream::{ConnectError, Connected};
-use crate::wire::{
-    FrameCodec, FrameError, holds_whole_frame, peek_request_header, response_correlation_id, response_error_code,
-};
+use crate::wire::{FrameCodec, FrameError, peek_request_header, response_correlation_id, response_error_code};
 
-type ClientReader = FramedRead<ReadHalf<Stream>, FrameCodec>;
+type ClientReader = FrameReader<ReadHalf<Stream>>;
 type ClientWriter = FrameWriter<WriteHalf<Stream>>;
-type BrokerReader = FramedRead<ReadHalf<Stream>, FrameCodec>;
+type BrokerReader = FrameReader<ReadHalf<Stream>>;
 type BrokerWriter = FrameWriter<WriteHalf<Stream>>;
+
+/// Bytes of a request read before deciding what to do with it: the header (client id up to
+/// 32 KiB) and, for Produce, the transactional id (up to 32 KiB) and `acks`.
+const REQUEST_HEAD: usize = 66 * 1024;
+/// Bytes of a response read before deciding: the correlation id, the response header's tagged
+/// fields and a top-level error code.
+const RESPONSE_HEAD: usize = 256;
+/// Frames held whole up to this size do not count against the buffer budget.
+const SMALL_FRAME: usize = 64 * 1024;
 
 /// How long a finished session waits for the broker to close its end.
 const UPSTREAM_LINGER: Duration = Duration::from_secs(2);
@@ -58,6 +65,8 @@ struct InFlight {
     local_answer: Option<Bytes>,
     /// This request's place among the `--max-inflight` allowed; freed once it is answered.
     _slot: OwnedSemaphorePermit,
+    /// The share of the buffer budget an admin request held whole takes until it is answered.
+    _held: Option<OwnedSemaphorePermit>,
 }
 
 /// Why the request half stopped.
@@ -160,7 +169,7 @@ impl Session {
     async fn proxy(&self, client: Stream, mut upstream: Connected) -> DisconnectCause {
         let max_frame = self.ctx.config.max_frame_bytes;
         let (client_read, client_write) = tokio::io::split(client);
-        let mut requests = FramedRead::new(client_read, FrameCodec::requests(max_frame));
+        let mut requests = FrameReader::new(client_read, FrameCodec::requests(max_frame));
         let mut to_client = FrameWriter::new(client_write);
         loop {
             match self.proxy_on(&mut requests, &mut to_client, upstream).await {
@@ -191,7 +200,7 @@ impl Session {
         let max_frame = self.ctx.config.max_frame_bytes;
         let (upstream_read, upstream_write) = tokio::io::split(upstream.stream);
         let to_broker = FrameWriter::new(upstream_write);
-        let responses = FramedRead::new(upstream_read, FrameCodec::responses(max_frame));
+        let responses = FrameReader::new(upstream_read, FrameCodec::responses(max_frame));
 
         let (in_flight_tx, in_flight_rx) = mpsc::channel(self.ctx.config.max_inflight);
         let leg = Leg {
@@ -238,31 +247,33 @@ impl Session {
         let (ctx, peer) = (&self.ctx, self.peer);
         let mut counters = RequestCounters::new(telemetry::node_label(self.node_id));
         let idle_timeout = ctx.config.client_idle_timeout;
+        let sidecar_authenticates = ctx.connector.sasl.is_some();
         loop {
             // Requests the client sent together go out together, and none waits in the queue
             // while the next one has yet to arrive.
             if to_broker.has_queued()
-                && !holds_whole_frame(requests.read_buffer())
+                && !requests.holds_whole_frame()
                 && let Err(end) = flush_requests(to_broker, peer).await
             {
                 return end;
             }
-            let next = requests.next();
-            let frame = tokio::select! {
+            let next = requests.peek(REQUEST_HEAD);
+            let total = tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Disconnect(DisconnectCause::Shutdown),
                 _ = leg.responses_done.cancelled() => return RequestsEnd::ResponsesDone,
                 _ = idle(idle_timeout) => return Disconnect(DisconnectCause::Idle),
                 _ = until(leg.reauthenticate_at) => return RequestsEnd::Reauthenticate,
-                frame = next => frame,
+                total = next => total,
             };
-            let frame = match frame {
-                None => return Disconnect(DisconnectCause::ClientClosed),
-                Some(Ok(frame)) => frame,
-                Some(Err(error)) => return Disconnect(client_frame_error(&error, peer)),
+            let total = match total {
+                Ok(None) => return Disconnect(DisconnectCause::ClientClosed),
+                Ok(Some(total)) => total,
+                Err(error) => return Disconnect(client_frame_error(&error, peer)),
             };
             let received = Instant::now();
-            telemetry::bytes(Direction::ClientToSidecar, frame.len());
-            let header = match peek_request_header(&frame) {
+            telemetry::bytes(Direction::ClientToSidecar, total);
+            let head = requests.head(total);
+            let header = match peek_request_header(head) {
                 Ok(header) => header,
                 Err(error) => {
                     telemetry::protocol_error("bad_request_header");
@@ -271,18 +282,28 @@ impl Session {
                 }
             };
             counters.count(header.api_key);
-            let expects_response = match header.expects_response(&frame) {
+            let expects_response = match header.expects_response(head) {
                 Ok(expects) => expects,
                 Err(error) => {
                     telemetry::protocol_error("bad_request_body");
-                    let client_id = header.client_id(&frame);
+                    let client_id = header.client_id(head);
                     tracing::warn!(%peer, client_id, %error, "malformed produce request; closing client");
                     return Disconnect(DisconnectCause::ProtocolError);
                 }
             };
-            let local_answer = match &ctx.connector.sasl {
-                Some(_) => sasl::loopback::answer(&header, &frame),
-                None => None,
+            // The few requests the sidecar may re-send or answers itself are held whole; every
+            // other request is relayed as it arrives.
+            let mut whole = None;
+            if policy(header.api_key).holds_request(sidecar_authenticates) {
+                match self.hold_whole(requests, total, "request").await {
+                    Ok(held) => whole = Some(held),
+                    Err(FrameError::Io(error)) => return Disconnect(client_frame_error(&FrameError::Io(error), peer)),
+                    Err(error) => return Disconnect(self.held_frame_error(&error)),
+                }
+            }
+            let local_answer = match (&ctx.connector.sasl, &whole) {
+                (Some(_), Some((frame, _))) => sasl::loopback::answer(&header, frame),
+                _ => None,
             };
             if !expects_response {
                 leg.unanswered_forwarded.store(true, Ordering::Relaxed);
@@ -299,13 +320,15 @@ impl Session {
                     _ = leg.responses_done.cancelled() => return RequestsEnd::ResponsesDone,
                     slot = leg.in_flight_slots.clone().acquire_owned() => slot.expect("never closed"),
                 };
-                let admin = match (ApiKey::try_from(header.api_key), header.body_offset) {
-                    (Ok(api_key), Some(body_offset)) if admin_retry::granularity(header.api_key).is_some() => {
+                let admin = match (ApiKey::try_from(header.api_key), header.body_offset, &whole) {
+                    (Ok(api_key), Some(body_offset), Some((frame, _))) if policy(header.api_key).retry.is_some() => {
                         let api_version = header.api_version;
                         Some(AdminRequest { api_key, api_version, frame: frame.clone(), body_offset, received })
                     }
                     _ => None,
                 };
+                // An admin request is held until answered: it may be re-sent.
+                let held = if admin.is_some() { whole.as_mut().and_then(|(_, held)| held.take()) } else { None };
                 let entry = InFlight {
                     api_key: header.api_key,
                     api_version: header.api_version,
@@ -314,6 +337,7 @@ impl Session {
                     admin,
                     local_answer: local_answer.clone(),
                     _slot: slot,
+                    _held: held,
                 };
                 if in_flight.send(entry).await.is_err() {
                     return RequestsEnd::ResponsesDone;
@@ -322,8 +346,18 @@ impl Session {
             if local_answer.is_some() {
                 continue;
             }
-            telemetry::bytes(Direction::SidecarToBroker, frame.len());
-            to_broker.feed(frame);
+            telemetry::bytes(Direction::SidecarToBroker, total);
+            match whole {
+                Some((frame, _)) => to_broker.feed(frame),
+                None => match relay_frame(requests, to_broker, total).await {
+                    Ok(()) => {}
+                    Err(Relay::Read(error)) => return Disconnect(client_frame_error(&error, peer)),
+                    Err(Relay::Write(error)) => {
+                        tracing::info!(%peer, %error, "broker connection lost while forwarding");
+                        return Disconnect(DisconnectCause::BrokerClosed);
+                    }
+                },
+            }
         }
     }
 
@@ -372,12 +406,12 @@ impl Session {
             // Responses the broker sent together go out together, and none waits in the queue
             // while the next one has yet to arrive.
             if to_client.has_queued()
-                && !holds_whole_frame(responses.read_buffer())
+                && !responses.holds_whole_frame()
                 && let Err(cause) = flush_responses(to_client, peer).await
             {
                 return Some(cause);
             }
-            let frame = tokio::select! {
+            let total = tokio::select! {
                 biased;
                 entry = in_flight.recv(), if requests_open => {
                     match entry {
@@ -386,25 +420,14 @@ impl Session {
                     }
                     continue;
                 }
-                frame = responses.next() => frame,
+                total = responses.peek(RESPONSE_HEAD) => total,
             };
-            let frame = match frame {
-                None => return Some(DisconnectCause::BrokerClosed),
-                Some(Ok(frame)) => frame,
-                Some(Err(FrameError::Io(error))) => {
-                    if error.kind() == std::io::ErrorKind::TimedOut {
-                        telemetry::upstream_timeout();
-                    }
-                    tracing::info!(%peer, %error, "broker connection lost");
-                    return Some(DisconnectCause::BrokerClosed);
-                }
-                Some(Err(error)) => {
-                    telemetry::protocol_error(error.kind());
-                    tracing::warn!(%peer, %error, "malformed broker response; closing client");
-                    return Some(DisconnectCause::ProtocolError);
-                }
+            let total = match total {
+                Ok(Some(total)) => total,
+                Ok(None) => return Some(DisconnectCause::BrokerClosed),
+                Err(error) => return Some(broker_frame_error(error, peer)),
             };
-            telemetry::bytes(Direction::BrokerToSidecar, frame.len());
+            telemetry::bytes(Direction::BrokerToSidecar, total);
             // The request was queued before it was sent, so its entry is already in the channel.
             while let Ok(entry) = in_flight.try_recv() {
                 waiting.push_back(entry);
@@ -412,30 +435,89 @@ impl Session {
             if let Err(cause) = send_local_answers(&mut waiting, to_client).await {
                 return Some(cause);
             }
-            let Ok(correlation_id) = response_correlation_id(&frame) else {
+            let Ok(correlation_id) = response_correlation_id(responses.head(total)) else {
                 return Some(DisconnectCause::ProtocolError);
             };
             if waiting.front().is_none_or(|entry| entry.correlation_id != correlation_id) {
                 // Some brokers answer acks=0 produce requests anyway; no client waits for that.
                 telemetry::stray_response();
                 tracing::debug!(%peer, correlation_id, "dropping response that matches no waiting request");
+                if let Err(error) = skip_frame(&mut responses, total).await {
+                    return Some(broker_frame_error(error, peer));
+                }
                 continue;
             }
             let entry = waiting.pop_front().expect("front checked");
+            if !policy(entry.api_key).holds_response() {
+                if let Some(code) = response_error_code(entry.api_key, entry.api_version, responses.head(total)) {
+                    telemetry::response_error(entry.api_key, code);
+                }
+                telemetry::bytes(Direction::SidecarToClient, total);
+                match relay_frame(&mut responses, to_client, total).await {
+                    Ok(()) => {}
+                    Err(Relay::Read(error)) => return Some(broker_frame_error(error, peer)),
+                    Err(Relay::Write(error)) => {
+                        tracing::debug!(%peer, %error, "client went away before its response");
+                        return Some(DisconnectCause::ClientClosed);
+                    }
+                }
+                telemetry::request_duration(entry.api_key, entry.received.elapsed());
+                continue;
+            }
             // A NOT_CONTROLLER retry may take a while: what is ready goes out first.
             if entry.admin.is_some()
                 && let Err(cause) = flush_responses(to_client, peer).await
             {
                 return Some(cause);
             }
+            let (frame, held) = match self.hold_whole(&mut responses, total, "response").await {
+                Ok(whole) => whole,
+                Err(FrameError::Io(error)) => return Some(broker_frame_error(FrameError::Io(error), peer)),
+                Err(error) => return Some(self.held_frame_error(&error)),
+            };
             let frame = match self.answer(&entry, frame).await {
                 Ok(frame) => frame,
                 Err(cause) => return Some(cause),
             };
             telemetry::bytes(Direction::SidecarToClient, frame.len());
             to_client.feed(frame);
+            // A frame held whole leaves the budget once written.
+            if held.is_some()
+                && let Err(cause) = flush_responses(to_client, peer).await
+            {
+                return Some(cause);
+            }
             telemetry::request_duration(entry.api_key, entry.received.elapsed());
         }
+    }
+
+    /// Reads the frame `reader` peeked (`total` bytes) whole, within `--max-buffered-frame-bytes`
+    /// and the sidecar's buffer budget: the permit is that frame's share of the budget.
+    async fn hold_whole<R: AsyncRead + Unpin>(
+        &self,
+        reader: &mut FrameReader<R>,
+        total: usize,
+        what: &'static str,
+    ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), FrameError> {
+        let limit = self.ctx.config.max_buffered_frame_bytes;
+        if total > limit {
+            return Err(FrameError::TooLargeToHold { what, len: total, max: limit });
+        }
+        // Small frames are not worth counting; large ones wait for room.
+        let held = if total > SMALL_FRAME {
+            let permits = u32::try_from(total).expect("bounded by max-buffered-frame-bytes");
+            Some(self.ctx.buffer_budget.clone().acquire_many_owned(permits).await.expect("never closed"))
+        } else {
+            None
+        };
+        Ok((reader.take_whole(total).await?, held))
+    }
+
+    /// The disconnect cause of a frame that could not be held whole.
+    fn held_frame_error(&self, error: &FrameError) -> DisconnectCause {
+        telemetry::protocol_error(error.kind());
+        tracing::warn!(peer = %self.peer, %error, "closing client connection");
+        DisconnectCause::ProtocolError
     }
 
     /// The response the client gets for `entry`: rewritten where it carries addresses or
@@ -529,6 +611,66 @@ async fn idle(timeout: Option<Duration>) {
     }
 }
 
+/// How relaying one frame failed: reading it from one side or writing it to the other.
+enum Relay {
+    Read(FrameError),
+    Write(std::io::Error),
+}
+
+/// Relays the frame `from` peeked (`total` bytes) to `to` as it arrives: whatever is buffered is
+/// queued, and when the rest has yet to come, what is queued is written first. One read chunk
+/// and what is queued are all a connection holds per direction, and a side that stops reading
+/// stops the relay, so TCP's backpressure reaches the sender.
+async fn relay_frame<R, W>(from: &mut FrameReader<R>, to: &mut FrameWriter<W>, total: usize) -> Result<(), Relay>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    from.start_relay(total);
+    loop {
+        to.feed(from.take_available());
+        if from.frame_left() == 0 {
+            return Ok(());
+        }
+        to.flush().await.map_err(Relay::Write)?;
+        from.fill().await.map_err(Relay::Read)?;
+    }
+}
+
+/// Reads past the frame `reader` peeked (`total` bytes) without keeping it.
+async fn skip_frame<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>, total: usize) -> Result<(), FrameError> {
+    reader.start_relay(total);
+    loop {
+        drop(reader.take_available());
+        if reader.frame_left() == 0 {
+            return Ok(());
+        }
+        reader.fill().await?;
+    }
+}
+
+/// The disconnect cause of a broker connection that failed while a response was read.
+fn broker_frame_error(error: FrameError, peer: SocketAddr) -> DisconnectCause {
+    match error {
+        FrameError::Io(error) => {
+            if error.kind() == std::io::ErrorKind::TimedOut {
+                telemetry::upstream_timeout();
+            }
+            tracing::info!(%peer, %error, "broker connection lost");
+            DisconnectCause::BrokerClosed
+        }
+        FrameError::TruncatedFrame { .. } => {
+            tracing::info!(%peer, %error, "broker connection lost in the middle of a response");
+            DisconnectCause::BrokerClosed
+        }
+        error => {
+            telemetry::protocol_error(error.kind());
+            tracing::warn!(%peer, %error, "malformed broker response; closing client");
+            DisconnectCause::ProtocolError
+        }
+    }
+}
+
 fn client_frame_error(error: &FrameError, peer: SocketAddr) -> DisconnectCause {
     if let FrameError::Io(io) = error {
         tracing::debug!(%peer, error = %io, "client connection error");
@@ -545,8 +687,11 @@ fn client_frame_error(error: &FrameError, peer: SocketAddr) -> DisconnectCause {
 /// received but not yet processed.
 async fn linger(responses: &mut BrokerReader) {
     let drain = async {
-        while let Some(Ok(_)) = responses.next().await {
+        while let Ok(Some(total)) = responses.peek(RESPONSE_HEAD).await {
             telemetry::stray_response();
+            if skip_frame(responses, total).await.is_err() {
+                return;
+            }
         }
     };
     let _ = tokio::time::timeout(UPSTREAM_LINGER, drain).await;

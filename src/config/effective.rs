@@ -28,6 +28,8 @@ impl Config {
         out.line("advertised-host", self.advertised.host.as_str());
         out.line("admin-listen", self.admin_listen.to_string());
         out.number("max-frame-bytes", self.max_frame_bytes);
+        out.number("max-buffered-frame-bytes", self.max_buffered_frame_bytes);
+        out.number("buffer-budget-bytes", self.buffer_budget_bytes);
         out.number("max-client-connections", self.max_client_connections);
         out.duration("client-idle-timeout", self.client_idle_timeout.unwrap_or_default());
         out.number("max-inflight", self.max_inflight);

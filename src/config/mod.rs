@@ -81,6 +81,18 @@ pub struct Settings {
     #[arg(long)]
     pub max_frame_bytes: Option<String>,
 
+    /// Largest frame the sidecar holds whole, in bytes: responses it rewrites (Metadata,
+    /// FindCoordinator, DescribeCluster, ApiVersions), admin requests it may re-send and SASL
+    /// frames it answers itself; every other frame is relayed in small chunks as it arrives
+    /// [default: 16777216].
+    #[arg(long)]
+    pub max_buffered_frame_bytes: Option<String>,
+
+    /// Most bytes held in whole frames over all connections at once; a connection waits for
+    /// room [default: 67108864].
+    #[arg(long)]
+    pub buffer_budget_bytes: Option<String>,
+
     /// Most client connections served at once, over all listeners; further clients wait in the
     /// listen backlog until one closes [default: 10000].
     #[arg(long)]
@@ -257,6 +269,10 @@ pub struct Config {
     pub advertised: Advertised,
     pub admin_listen: SocketAddr,
     pub max_frame_bytes: usize,
+    /// Largest frame held whole (rewritten responses, re-sendable admin requests, SASL).
+    pub max_buffered_frame_bytes: usize,
+    /// Most bytes held in whole frames over all connections at once.
+    pub buffer_budget_bytes: usize,
     pub max_inflight: usize,
     /// Most client connections served at once.
     pub max_client_connections: usize,
@@ -411,6 +427,18 @@ impl Config {
         if max_frame_bytes < 1024 || max_frame_bytes > i32::MAX as usize {
             p.push("max-frame-bytes", format!("{max_frame_bytes} is outside 1024..=2147483647"));
         }
+        let max_buffered_frame_bytes =
+            p.number("max-buffered-frame-bytes", &s.max_buffered_frame_bytes, 16usize << 20, WHOLE_NUMBER);
+        let buffer_budget_bytes = p.number("buffer-budget-bytes", &s.buffer_budget_bytes, 64usize << 20, WHOLE_NUMBER);
+        if max_buffered_frame_bytes < 1024 || max_buffered_frame_bytes > i32::MAX as usize {
+            p.push("max-buffered-frame-bytes", format!("{max_buffered_frame_bytes} is outside 1024..=2147483647"));
+        }
+        if buffer_budget_bytes < max_buffered_frame_bytes || buffer_budget_bytes > u32::MAX as usize {
+            p.push(
+                "buffer-budget-bytes",
+                format!("{buffer_budget_bytes} must be at least --max-buffered-frame-bytes and at most 4294967295"),
+            );
+        }
         let max_inflight = p.number("max-inflight", &s.max_inflight, 1024usize, WHOLE_NUMBER);
         if max_inflight == 0 {
             p.push("max-inflight", "must be at least 1");
@@ -466,6 +494,8 @@ impl Config {
             advertised: Advertised { host: advertised_host, port_base },
             admin_listen,
             max_frame_bytes,
+            max_buffered_frame_bytes,
+            buffer_budget_bytes,
             max_inflight,
             max_client_connections,
             client_idle_timeout: (!client_idle_timeout.is_zero()).then_some(client_idle_timeout),

@@ -3,7 +3,7 @@
 //! A frame is kept whole, its 4-byte length prefix included, so that a frame the sidecar does not
 //! rewrite is forwarded as the very bytes it arrived in.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Frames larger than this are refused unless configured otherwise (100 MiB, as brokers commonly do).
@@ -24,6 +24,8 @@ pub enum FrameError {
     NegativeLength(i32),
     #[error("frame of {len} bytes is too short for a header of {min} bytes")]
     TruncatedHeader { len: usize, min: usize },
+    #[error("{what} of {len} bytes exceeds --max-buffered-frame-bytes ({max}); it must be held whole")]
+    TooLargeToHold { what: &'static str, len: usize, max: usize },
     #[error("connection closed in the middle of a frame ({buffered} bytes buffered)")]
     TruncatedFrame { buffered: usize },
     #[error("i/o error: {0}")]
@@ -37,6 +39,7 @@ impl FrameError {
             FrameError::TlsOnPlaintext => "tls_on_plaintext",
             FrameError::HttpOnKafka => "http_on_kafka",
             FrameError::TooLarge { .. } => "frame_too_large",
+            FrameError::TooLargeToHold { .. } => "buffered_frame_too_large",
             FrameError::NegativeLength(_) => "negative_length",
             FrameError::TruncatedHeader { .. } => "truncated_header",
             FrameError::TruncatedFrame { .. } => "truncated_frame",
@@ -62,24 +65,21 @@ impl FrameCodec {
     pub fn responses(max_frame_bytes: usize) -> Self {
         Self { max_frame_bytes, min_frame_bytes: 4 }
     }
-}
 
-impl Decoder for FrameCodec {
-    type Item = Bytes;
-    type Error = FrameError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        if src.len() < LENGTH_PREFIX {
+    /// The whole length (prefix included) of the frame `src` starts with, once its length prefix
+    /// is there; refuses what is no Kafka frame or breaks the size limits.
+    pub fn frame_len(&self, src: &[u8]) -> Result<Option<usize>, FrameError> {
+        let Some(prefix) = src.first_chunk::<LENGTH_PREFIX>() else {
             return Ok(None);
-        }
+        };
         // A TLS record starts 0x16 0x03; read as a length it would claim ~369 MB.
-        if src[0] == 0x16 && src[1] == 0x03 {
+        if prefix[0] == 0x16 && prefix[1] == 0x03 {
             return Err(FrameError::TlsOnPlaintext);
         }
-        if matches!(&src[..4], b"GET " | b"POST" | b"HEAD" | b"PUT ") {
+        if matches!(prefix, b"GET " | b"POST" | b"HEAD" | b"PUT ") {
             return Err(FrameError::HttpOnKafka);
         }
-        let len = (&src[..LENGTH_PREFIX]).get_i32();
+        let len = i32::from_be_bytes(*prefix);
         if len < 0 {
             return Err(FrameError::NegativeLength(len));
         }
@@ -90,7 +90,18 @@ impl Decoder for FrameCodec {
         if len < self.min_frame_bytes {
             return Err(FrameError::TruncatedHeader { len, min: self.min_frame_bytes });
         }
-        let total = LENGTH_PREFIX + len;
+        Ok(Some(LENGTH_PREFIX + len))
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Bytes;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        let Some(total) = self.frame_len(src)? else {
+            return Ok(None);
+        };
         if src.len() < total {
             src.reserve(total - src.len());
             return Ok(None);
