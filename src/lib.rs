@@ -3,7 +3,10 @@
 //! Layout, one concern per module:
 //! - `config`: every option (flags, environment, TOML file), validated into one [`config::Config`].
 //! - `wire`: framing, header peeks and a bounds-checked cursor; pure, never awaits.
-//! - `frame_writer`: whole frames out to a connection, queued without copying, written vectored.
+//! - `policy`: one table of per-API rules (rewritten, capped, retried, answered locally, held whole).
+//! - `frame_reader`: frames in from a connection, whole or relayed in chunks, with a bounded buffer.
+//! - `frame_writer`: frames and relayed chunks out to a connection, queued without copying, written
+//!   vectored.
 //! - `rewrite`: the few responses that carry broker addresses or versions, rewritten in place.
 //! - `topology`: node id → broker address, controller id.
 //! - `upstream`: connecting to brokers and the socket options of every socket.

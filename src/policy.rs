@@ -66,13 +66,10 @@ pub fn policy(api_key: i16) -> Policy {
         // DescribeQuorum v2+ lists the controllers' listeners.
         ApiKey::DescribeQuorum => Policy { max_version: Some(1), ..PASS },
         ApiKey::CreateTopics => Policy { everyday: true, ..PER_ENTRY },
-        ApiKey::DeleteTopics
-        | ApiKey::CreatePartitions
-        | ApiKey::ElectLeaders
-        | ApiKey::AlterUserScramCredentials => PER_ENTRY,
-        ApiKey::AlterPartitionReassignments | ApiKey::ListPartitionReassignments | ApiKey::UpdateFeatures => {
-            TOP_LEVEL
+        ApiKey::DeleteTopics | ApiKey::CreatePartitions | ApiKey::ElectLeaders | ApiKey::AlterUserScramCredentials => {
+            PER_ENTRY
         }
+        ApiKey::AlterPartitionReassignments | ApiKey::ListPartitionReassignments | ApiKey::UpdateFeatures => TOP_LEVEL,
         ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => Policy { sasl: true, ..PASS },
         ApiKey::ListOffsets
         | ApiKey::OffsetCommit
@@ -98,5 +95,55 @@ mod tests {
         assert!(policy(ApiKey::SaslAuthenticate as i16).holds_request(true));
         assert!(!policy(ApiKey::SaslAuthenticate as i16).holds_request(false));
         assert_eq!(policy(-1), PASS);
+    }
+
+    fn keys(rule: impl Fn(&Policy) -> bool) -> Vec<ApiKey> {
+        (0..128).filter(|&k| rule(&policy(k))).filter_map(|k| ApiKey::try_from(k).ok()).collect()
+    }
+
+    #[test]
+    fn each_rule_covers_exactly_its_apis() {
+        use ApiKey::*;
+        let capped: Vec<(ApiKey, i16)> =
+            (0..128).filter_map(|k| Some((ApiKey::try_from(k).ok()?, policy(k).max_version?))).collect();
+        assert_eq!(
+            capped,
+            [
+                (Produce, 9),
+                (Fetch, 15),
+                (Metadata, 13),
+                (FindCoordinator, 6),
+                (ApiVersions, 4),
+                (DescribeQuorum, 1),
+                (DescribeCluster, 2)
+            ]
+        );
+        assert_eq!(keys(|p| p.rewritten), [Metadata, FindCoordinator, ApiVersions, DescribeCluster]);
+        assert_eq!(
+            keys(|p| p.retry == Some(Granularity::PerEntry)),
+            [CreateTopics, DeleteTopics, CreatePartitions, ElectLeaders, AlterUserScramCredentials]
+        );
+        assert_eq!(
+            keys(|p| p.retry == Some(Granularity::TopLevel)),
+            [AlterPartitionReassignments, ListPartitionReassignments, UpdateFeatures]
+        );
+        assert_eq!(keys(|p| p.sasl), [SaslHandshake, SaslAuthenticate]);
+        assert_eq!(
+            keys(|p| p.everyday),
+            [
+                Produce,
+                Fetch,
+                ListOffsets,
+                Metadata,
+                OffsetCommit,
+                OffsetFetch,
+                FindCoordinator,
+                JoinGroup,
+                Heartbeat,
+                SyncGroup,
+                ApiVersions,
+                CreateTopics
+            ]
+        );
     }
 }

@@ -1,11 +1,13 @@
 //! One client connection, end to end.
 //!
-//! Two halves run side by side. `forward_requests` reads client frames, peeks each header, records
-//! an in-flight entry for every request that will be answered and forwards the frame unchanged.
-//! `return_responses` reads broker frames in order, pairs each with its in-flight entry by
-//! correlation id, rewrites the few responses that carry addresses or versions, retries admin
-//! requests answered NOT_CONTROLLER, and writes responses to the client in request order. On
-//! shutdown the request half stops reading and the response half delivers what is in flight.
+//! Two halves run side by side. `forward_requests` reads the head of each client frame, peeks its
+//! header, records an in-flight entry for every request that will be answered and relays the frame
+//! unchanged as it arrives. `return_responses` reads the head of each broker frame, pairs it with
+//! its in-flight entry by correlation id, relays it to the client as it arrives or, where the
+//! policy table says so, holds it whole to rewrite addresses or versions or to retry an admin
+//! request answered NOT_CONTROLLER; responses reach the client in request order. On shutdown the
+//! request half stops reading and the response half delivers what is in flight. It never decodes
+//! a Produce or Fetch body and never holds a frame whole that the table lets pass.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -12,8 +12,6 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-use kafka_protocol::messages::ApiKey;
-
 use crate::wire::{api_name, error_name};
 
 pub const REQUESTS: &str = "kafka_sidecar_requests_total";
@@ -113,8 +111,10 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|_| TelemetryError::AlreadyInstalled)?;
     describe_all();
-    for api in EVERYDAY_APIS {
-        duration_histogram(api as i16);
+    // Apis every producer or consumer uses (the policy table says which): their latency series
+    // exist from the first scrape, so the first requests show in `rate()` and quantiles.
+    for api_key in (0..api_slots() as i16).filter(|&key| crate::policy::policy(key).everyday) {
+        duration_histogram(api_key);
     }
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
@@ -199,23 +199,6 @@ fn duration_histogram(api_key: i16) -> &'static Histogram {
     let key = i16::try_from(index).unwrap_or(i16::MAX);
     handles[index].get_or_init(|| histogram!(REQUEST_DURATION, "api" => api_name(key)))
 }
-
-/// Apis every producer or consumer uses: their latency series exist from the first scrape, so
-/// the first requests show in `rate()` and quantiles.
-const EVERYDAY_APIS: [ApiKey; 12] = [
-    ApiKey::Produce,
-    ApiKey::Fetch,
-    ApiKey::ListOffsets,
-    ApiKey::Metadata,
-    ApiKey::OffsetCommit,
-    ApiKey::OffsetFetch,
-    ApiKey::FindCoordinator,
-    ApiKey::JoinGroup,
-    ApiKey::Heartbeat,
-    ApiKey::SyncGroup,
-    ApiKey::ApiVersions,
-    ApiKey::CreateTopics,
-];
 
 /// Counts a non-zero error code in a response to `api_key`.
 pub fn response_error(api_key: i16, code: i16) {

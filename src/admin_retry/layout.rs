@@ -10,6 +10,9 @@ use std::ops::Range;
 
 use kafka_protocol::messages::ApiKey;
 
+pub use crate::policy::Granularity;
+use crate::policy::policy;
+
 use crate::wire::{DecodeError, Reader, top_level_error_offset};
 
 /// The key of an entry: a topic or user name (a topic id where a name is absent), or for a
@@ -52,28 +55,10 @@ pub struct ResponseLayout {
     pub results: Option<Array>,
 }
 
-/// How an API reports NOT_CONTROLLER.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Granularity {
-    /// Per topic, partition or user: only the failed entries are re-sent.
-    PerEntry,
-    /// In the top-level error code: the whole request is re-sent.
-    TopLevel,
-}
-
-/// The controller-bound APIs whose NOT_CONTROLLER answers the sidecar retries.
+/// The controller-bound APIs whose NOT_CONTROLLER answers the sidecar retries, and at which
+/// level: a row of the policy table.
 pub fn granularity(api_key: i16) -> Option<Granularity> {
-    match ApiKey::try_from(api_key).ok()? {
-        ApiKey::CreateTopics
-        | ApiKey::DeleteTopics
-        | ApiKey::CreatePartitions
-        | ApiKey::ElectLeaders
-        | ApiKey::AlterUserScramCredentials => Some(Granularity::PerEntry),
-        ApiKey::AlterPartitionReassignments | ApiKey::ListPartitionReassignments | ApiKey::UpdateFeatures => {
-            Some(Granularity::TopLevel)
-        }
-        _ => None,
-    }
+    policy(api_key).retry
 }
 
 /// A reader over a frame body that reports positions as frame offsets.

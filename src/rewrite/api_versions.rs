@@ -8,7 +8,6 @@
 //! client only reads it to pick the version to ask again with, whose answer is then clamped.
 
 use bytes::BytesMut;
-use kafka_protocol::messages::ApiKey;
 
 use super::{RewriteError, Walk, read};
 use crate::wire::Writer;
@@ -17,19 +16,7 @@ const FIRST_FLEXIBLE: i16 = 3;
 
 /// The highest version of `api_key` the sidecar can carry, where it has a limit.
 pub fn clamp_limit(api_key: i16) -> Option<i16> {
-    let limit = match ApiKey::try_from(api_key).ok()? {
-        ApiKey::ApiVersions => 4,
-        ApiKey::Metadata => 13,
-        ApiKey::FindCoordinator => 6,
-        ApiKey::DescribeCluster => 2,
-        // KIP-951: Produce v10+ and Fetch v16+ responses may carry `node_endpoints`.
-        ApiKey::Produce => 9,
-        ApiKey::Fetch => 15,
-        // DescribeQuorum v2+ lists the controllers' listeners.
-        ApiKey::DescribeQuorum => 1,
-        _ => return None,
-    };
-    Some(limit)
+    crate::policy::policy(api_key).max_version
 }
 
 pub(super) fn rewrite(w: &mut Walk<'_>) -> Result<(), RewriteError> {

@@ -63,14 +63,6 @@ pub enum RewriteError {
     NodeIdOutOfRange { node_id: i32, port_base: u16 },
 }
 
-/// Whether responses to `api_key` are rewritten (and so must be decoded).
-pub fn is_rewritten(api_key: i16) -> bool {
-    matches!(
-        ApiKey::try_from(api_key),
-        Ok(ApiKey::ApiVersions | ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster)
-    )
-}
-
 /// Rewrites a response to `api_key` at `api_version`, or returns `None` when it passes as it is.
 pub fn response(
     api_key: i16,
