@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark of docs/performance.md in one run, about 5 minutes on 2 cores once built:
+# Every benchmark of docs/performance.md in one run, about 6 minutes on 2 cores once built:
 #
 #   1. micro-benchmarks (criterion, benches/wire.rs): header peek, frame decode and pass-through,
 #      the Metadata, ApiVersions and FindCoordinator rewrites;
@@ -8,7 +8,11 @@
 #   3. the end-to-end load benchmark (benches/e2e/): direct to the broker, through kafka-sidecar
 #      and through HAProxy in TCP mode, against a broker stand-in that answers at once and
 #      against Tansu: librdkafka produce and consume throughput, request latency at 1,000/s,
-#      proxy CPU per GB, peak RSS with 1 and 100 busy connections.
+#      proxy CPU per GB, peak RSS with 1 and 100 busy connections;
+#   4. the memory phase of the end-to-end benchmark: peak RSS of kafka-sidecar and HAProxy against
+#      frame size (1, 10, 50, 100 MiB) x connections (1, 8, 64), each connection sending one
+#      Produce request of the frame size and reading a Fetch answer of that size slowly (about
+#      1 minute; cells moving more than BENCH_MEMORY_MAX_GIB through the proxy are skipped).
 #
 # It installs what it needs: Debian's haproxy and time (as root), and through scripts/setup.sh
 # the Python venv with confluent-kafka and the Tansu broker (built once, cached). Before measuring
@@ -22,6 +26,11 @@
 #
 # Environment:
 #   BENCH_OUT              where results go (default target/bench)
+#   BENCH_PHASES           which parts run, comma-separated, of micro, allocations (1 and 2),
+#                          throughput, steady (3: librdkafka throughput; latency and busy
+#                          connections), memory (4); default all. BENCH_PHASES=memory runs the
+#                          memory phase alone
+#   BENCH_MEMORY_MAX_GIB   memory phase: skip cells moving more than this many GiB (default 4)
 #   BENCH_ROUNDS           rounds per end-to-end phase (default 3)
 #   BENCH_SECONDS          seconds per throughput run (default 2)
 #   BENCH_BROKERS          standin,tansu (default both)
@@ -55,6 +64,17 @@ die() {
     printf 'bench: error: %s\n' "$*" >&2
     exit 1
 }
+
+PHASES="${BENCH_PHASES:-micro,allocations,throughput,steady,memory}"
+e2e_phases=""
+for phase in ${PHASES//,/ }; do
+    case "$phase" in
+    micro | allocations) ;;
+    throughput | steady | memory) e2e_phases="${e2e_phases:+$e2e_phases,}$phase" ;;
+    *) die "unknown phase '$phase' in BENCH_PHASES (micro, allocations, throughput, steady, memory)" ;;
+    esac
+done
+runs() { [[ ",$PHASES," == *",$1,"* ]]; }
 
 # ------------------------------------------------------------------ tools ------
 need_debs=()
@@ -122,13 +142,15 @@ if [ "$MODE" = profile ]; then
 fi
 
 # ------------------------------------------------------------ micro-benchmarks ------
-say "micro-benchmarks (criterion)"
-wait_quiet
-load_micro="$(cut -d' ' -f1-3 /proc/loadavg)"
-rm -rf "$OUT/criterion"
-CRITERION_HOME="$OUT/criterion" cargo bench --bench wire -- --noplot --warm-up-time 0.5 --measurement-time 1.5 2>&1 |
-    grep -E '^[a-z_]+/[^ ]*( |$)|time:|thrpt:|^error|panicked' || true
-python3 - "$OUT/criterion" "$load_micro" >"$OUT/micro.md" <<'PY'
+micro() {
+    say "micro-benchmarks (criterion)"
+    wait_quiet
+    local load_micro
+    load_micro="$(cut -d' ' -f1-3 /proc/loadavg)"
+    rm -rf "$OUT/criterion"
+    CRITERION_HOME="$OUT/criterion" cargo bench --bench wire -- --noplot --warm-up-time 0.5 --measurement-time 1.5 2>&1 |
+        grep -E '^[a-z_]+/[^ ]*( |$)|time:|thrpt:|^error|panicked' || true
+    python3 - "$OUT/criterion" "$load_micro" >"$OUT/micro.md" <<'PY'
 import json, os, sys
 root, load = sys.argv[1], sys.argv[2]
 rows = []
@@ -157,30 +179,44 @@ print("|---|---:|---:|")
 for name, ns, b in sorted(rows, key=key):
     print(f"| `{name}` | {fmt_ns(ns)} | {fmt_tput(ns, b)} |")
 PY
-cat "$OUT/micro.md"
+    cat "$OUT/micro.md"
+    printf '## Micro-benchmarks\n\n' >>"$OUT/report.md"
+    cat "$OUT/micro.md" >>"$OUT/report.md"
+}
 
 # ------------------------------------------------------------ allocation check ------
-say "allocation check (counting allocator)"
-alloc_ok=yes
-if ! cargo bench --bench allocations 2>/dev/null | tee "$OUT/allocations.txt"; then
-    alloc_ok=no
-fi
+alloc_ok=""
+allocations() {
+    say "allocation check (counting allocator)"
+    alloc_ok=yes
+    if ! cargo bench --bench allocations 2>/dev/null | tee "$OUT/allocations.txt"; then
+        alloc_ok=no
+    fi
+    printf '\n## Allocations per frame\n\n```\n' >>"$OUT/report.md"
+    cat "$OUT/allocations.txt" >>"$OUT/report.md"
+    printf '```\n\n' >>"$OUT/report.md"
+}
 
 # ---------------------------------------------------------------- end to end ------
-say "end-to-end load benchmark"
-printf 'load average: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
-python3 benches/e2e/run.py --sidecar "$SIDECAR" --tools "$TOOLS" --tansu "$TANSU" --python "$PYTHON" \
-    --client benches/e2e/client.py --out "$OUT/e2e" --allocations-ok "$alloc_ok" \
-    --rounds "${BENCH_ROUNDS:-3}" --seconds "${BENCH_SECONDS:-2}" --brokers "${BENCH_BROKERS:-standin,tansu}" \
-    --sidecar-env "${sidecar_env[@]}"
+e2e() {
+    say "end-to-end benchmark: $e2e_phases"
+    if runs micro; then
+        printf 'load average: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+    else
+        wait_quiet
+    fi
+    python3 benches/e2e/run.py --sidecar "$SIDECAR" --tools "$TOOLS" --tansu "$TANSU" --python "$PYTHON" \
+        --client benches/e2e/client.py --out "$OUT/e2e" ${alloc_ok:+--allocations-ok "$alloc_ok"} \
+        --phases "$e2e_phases" --rounds "${BENCH_ROUNDS:-3}" --seconds "${BENCH_SECONDS:-2}" \
+        --brokers "${BENCH_BROKERS:-standin,tansu}" --memory-max-gib "${BENCH_MEMORY_MAX_GIB:-4}" \
+        --sidecar-env "${sidecar_env[@]}"
+    printf '## End to end\n\n' >>"$OUT/report.md"
+    cat "$OUT/e2e/results.md" >>"$OUT/report.md"
+}
 
-{
-    printf '## Micro-benchmarks\n\n'
-    cat "$OUT/micro.md"
-    printf '\n## Allocations per frame\n\n```\n'
-    cat "$OUT/allocations.txt"
-    printf '```\n\n## End to end\n\n'
-    cat "$OUT/e2e/results.md"
-} >"$OUT/report.md"
-say "report written to $OUT/report.md (raw results: $OUT/e2e/results.json)"
-[ "$alloc_ok" = yes ] || die "the allocation check failed"
+: >"$OUT/report.md"
+if runs micro; then micro; fi
+if runs allocations; then allocations; fi
+if [ -n "$e2e_phases" ]; then e2e; fi
+say "report written to $OUT/report.md${e2e_phases:+ (raw results: $OUT/e2e/results.json)}"
+[ "$alloc_ok" != no ] || die "the allocation check failed"

@@ -69,9 +69,17 @@ fn finish(mut buf: BytesMut) -> Bytes {
 /// One uncompressed record batch (magic 2) of `count` records, each with a `value_size`-byte
 /// value and no key, starting at `base_offset`, CRC included.
 pub fn record_batch(count: usize, value_size: usize, base_offset: i64) -> Bytes {
-    let value = Bytes::from(vec![b'x'; value_size]);
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
+    batch_of_values(&vec![value_size; count], base_offset)
+}
+
+/// One uncompressed record batch (magic 2) with a record for each of `value_sizes`, a value of
+/// that many bytes and no key, starting at `base_offset`, CRC included.
+fn batch_of_values(value_sizes: &[usize], base_offset: i64) -> Bytes {
+    let value = Bytes::from(vec![b'x'; value_sizes.iter().copied().max().unwrap_or(0)]);
+    let records: Vec<Record> = value_sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -85,7 +93,7 @@ pub fn record_batch(count: usize, value_size: usize, base_offset: i64) -> Bytes 
             sequence: NO_SEQUENCE.wrapping_add(i as i32),
             timestamp: 1_700_000_000_000,
             key: None,
-            value: Some(value.clone()),
+            value: Some(value.slice(..size)),
             headers: IndexMap::new(),
         })
         .collect();
@@ -117,6 +125,37 @@ pub fn produce_frame_of(version: i16, frame_bytes: usize) -> Bytes {
     let per_record = (frame_bytes.saturating_sub(overhead) / count).max(1);
     // Record overhead (length, attributes, deltas, key and value lengths) is a few bytes each.
     produce_frame(version, count, per_record.saturating_sub(8).max(1))
+}
+
+/// The frame `frame(records)` sized to exactly `frame_bytes` bytes, length prefix excluded (as
+/// `--max-frame-bytes` counts), `records` being one batch of records of about 1 KiB whose value
+/// sizes are adjusted until it fits. None when no such batch fits (`frame_bytes` below about
+/// 1 KiB, or too close above `frame`'s own overhead).
+pub fn frame_of_exactly(frame_bytes: usize, frame: impl Fn(Bytes) -> Bytes) -> Option<Bytes> {
+    let target = (frame_bytes + 4) as isize;
+    let count = (frame_bytes / 1024).max(1);
+    let mut sizes = vec![(frame_bytes / count).saturating_sub(16).max(64); count];
+    // Each value byte is a frame byte, but for the varints that grow with the sizes (record and
+    // records lengths): a few rounds of spreading the difference over the values settle it.
+    for _ in 0..8 {
+        let built = frame(batch_of_values(&sizes, 0));
+        let diff = target - built.len() as isize;
+        if diff == 0 {
+            return Some(built);
+        }
+        let (each, rest) = (diff / count as isize, diff % count as isize);
+        for (i, size) in sizes.iter_mut().enumerate() {
+            let add = each + if i + 1 == count { rest } else { 0 };
+            *size = usize::try_from(*size as isize + add).ok()?;
+        }
+    }
+    None
+}
+
+/// A Produce request (acks=1) for partition 0 of `topic` whose frame is exactly `frame_bytes`
+/// long, length prefix excluded (see [`frame_of_exactly`]).
+pub fn produce_frame_exactly(version: i16, correlation_id: i32, topic: &str, frame_bytes: usize) -> Option<Bytes> {
+    frame_of_exactly(frame_bytes, |records| produce_request(version, correlation_id, 1, topic, records))
 }
 
 /// A consumer's Fetch request for partition 0 of `topic` from `offset`.

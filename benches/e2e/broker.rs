@@ -8,6 +8,13 @@
 //! partition; Fetch returns one record batch from the requested offset on, as large as the
 //! request allows (up to 1 MiB), of values whose size ends the topic name (`bench-100`: 100 B;
 //! otherwise 1 KiB). It never stores what it is sent.
+//!
+//! Large answers on demand: a Fetch whose first topic is named `answer-<bytes>`
+//! (`answer-52428800`) is answered, whatever its limits and offsets, with a frame of exactly that
+//! many bytes (length prefix excluded): that topic, partition 0, one record batch of about 1 KiB
+//! records from offset 0. The frame is built once per size and version and shared by every such
+//! answer, which goes to the socket without a copy; frames up to `--max-frame-bytes` are read
+//! and answered (default 100 MiB, as the sidecar's).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,12 +38,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_sidecar::wire::{FrameCodec, RequestHeader, peek_request_header};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::common;
 
-const MAX_FRAME: usize = 100 * 1024 * 1024;
 /// Largest record batch a Fetch answer carries.
 const MAX_FETCH_BYTES: usize = 1024 * 1024;
 /// Size of a record batch header (magic 2) before the first record.
@@ -63,6 +70,9 @@ pub struct Args {
     /// The node id this broker reports.
     #[arg(long, default_value_t = 1)]
     node_id: i32,
+    /// Largest frame read or answered (length prefix excluded).
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    max_frame_bytes: usize,
 }
 
 /// Where clients are told to find this broker, per listener.
@@ -75,16 +85,27 @@ struct Advertised {
 #[derive(Debug, Default)]
 struct State {
     node_id: i32,
+    max_frame_bytes: usize,
     /// Next offset of each partition produced to.
     offsets: Mutex<HashMap<(TopicName, i32), i64>>,
     /// Record batch templates by (value size, record count).
     batches: Mutex<HashMap<(usize, usize), Bytes>>,
+    /// `answer-<bytes>` Fetch answers by (version, frame bytes), correlation id 0.
+    large_answers: Mutex<HashMap<(i16, usize), Bytes>>,
+}
+
+/// An answer: a whole frame, or a large Fetch answer as its length and correlation id followed by
+/// the rest of a frame shared by every answer of its size.
+enum Answer {
+    Frame(Bytes),
+    Shared { head: Bytes, rest: Bytes },
 }
 
 pub fn run(args: Args) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let state = Arc::new(State { node_id: args.node_id, ..State::default() });
+        let state =
+            Arc::new(State { node_id: args.node_id, max_frame_bytes: args.max_frame_bytes, ..State::default() });
         let mut listening = Vec::new();
         for spec in &args.listeners {
             let (listen, advertise) = spec.split_once('=').unwrap_or((spec, spec));
@@ -119,13 +140,21 @@ async fn accept(listener: TcpListener, state: Arc<State>, advertised: Advertised
 async fn serve(stream: TcpStream, state: &State, advertised: &Advertised) -> Result<()> {
     stream.set_nodelay(true)?;
     let (read, write) = stream.into_split();
-    let mut requests = FramedRead::new(read, FrameCodec::requests(MAX_FRAME));
-    let mut responses = FramedWrite::new(write, FrameCodec::responses(MAX_FRAME));
+    let mut requests = FramedRead::new(read, FrameCodec::requests(state.max_frame_bytes));
+    let mut responses = FramedWrite::new(write, FrameCodec::responses(state.max_frame_bytes));
     while let Some(frame) = requests.next().await {
         let frame = frame?;
         let header = peek_request_header(&frame)?;
-        if let Some(response) = state.answer(&header, &frame, advertised)? {
-            responses.feed(response).await?;
+        match state.answer(&header, &frame, advertised)? {
+            Some(Answer::Frame(response)) => responses.feed(response).await?,
+            Some(Answer::Shared { head, rest }) => {
+                // Past FramedWrite, which would copy it into its buffer.
+                responses.flush().await?;
+                let socket = responses.get_mut();
+                socket.write_all(&head).await?;
+                socket.write_all(&rest).await?;
+            }
+            None => {}
         }
         // Answers to pipelined requests go out together.
         if !holds_whole_frame(requests.read_buffer()) {
@@ -140,7 +169,7 @@ fn holds_whole_frame(buf: &[u8]) -> bool {
 }
 
 impl State {
-    fn answer(&self, header: &RequestHeader, frame: &Bytes, advertised: &Advertised) -> Result<Option<Bytes>> {
+    fn answer(&self, header: &RequestHeader, frame: &Bytes, advertised: &Advertised) -> Result<Option<Answer>> {
         let (version, correlation_id) = (header.api_version, header.correlation_id);
         let Ok(key) = ApiKey::try_from(header.api_key) else { bail!("unknown api key {}", header.api_key) };
         let Some(&(_, min, max)) = API_VERSIONS.iter().find(|(k, _, _)| *k == key) else {
@@ -148,7 +177,7 @@ impl State {
         };
         let mut body = frame.slice(header.body_offset.context("request header")?..);
         if key == ApiKey::ApiVersions {
-            return Ok(Some(api_versions(version, correlation_id)));
+            return Ok(Some(Answer::Frame(api_versions(version, correlation_id))));
         }
         if version < min || version > max {
             bail!("{key:?} v{version} not offered (v{min}-v{max})");
@@ -169,6 +198,9 @@ impl State {
             }
             ApiKey::Fetch => {
                 let request = FetchRequest::decode(&mut body, version)?;
+                if let Some(size) = request.topics.first().and_then(|topic| answer_size(&topic.topic)) {
+                    return self.large_answer(version, correlation_id, size).map(Some);
+                }
                 common::response_frame(key, version, correlation_id, &self.fetch(&request))
             }
             ApiKey::FindCoordinator => {
@@ -182,7 +214,7 @@ impl State {
             }
             _ => unreachable!("checked against API_VERSIONS"),
         };
-        Ok(Some(response))
+        Ok(Some(Answer::Frame(response)))
     }
 
     fn metadata(&self, topics: Vec<TopicName>, advertised: &Advertised) -> MetadataResponse {
@@ -267,6 +299,36 @@ impl State {
                 })
                 .collect(),
         )
+    }
+
+    /// The answer to a Fetch for `answer-<size>`: a frame of exactly `size` bytes past the length.
+    fn large_answer(&self, version: i16, correlation_id: i32, size: usize) -> Result<Answer> {
+        if size > self.max_frame_bytes {
+            bail!("answer of {size} bytes asked for, above --max-frame-bytes {}", self.max_frame_bytes);
+        }
+        let mut answers = self.large_answers.lock().expect("large answers");
+        let frame = match answers.get(&(version, size)) {
+            Some(frame) => frame.clone(),
+            None => {
+                let topic = TopicName(StrBytes::from_string(format!("answer-{size}")));
+                let frame = common::frame_of_exactly(size, |records| {
+                    let partition = PartitionData::default()
+                        .with_high_watermark(1 << 40)
+                        .with_last_stable_offset(1 << 40)
+                        .with_records(Some(records));
+                    let response = FetchResponse::default().with_responses(vec![
+                        FetchableTopicResponse::default().with_topic(topic.clone()).with_partitions(vec![partition]),
+                    ]);
+                    common::response_frame(ApiKey::Fetch, version, 0, &response)
+                })
+                .with_context(|| format!("no Fetch answer of exactly {size} bytes"))?;
+                answers.insert((version, size), frame.clone());
+                frame
+            }
+        };
+        let mut head = BytesMut::from(&frame[..8]);
+        head[4..].copy_from_slice(&correlation_id.to_be_bytes());
+        Ok(Answer::Shared { head: head.freeze(), rest: frame.slice(8..) })
     }
 
     /// A batch of `count` records of `value_size` bytes starting at `base_offset`. The CRC does
@@ -365,6 +427,11 @@ fn record_count(records: &[u8]) -> i64 {
         rest = &rest[batch_len.min(rest.len())..];
     }
     count
+}
+
+/// The answer size a topic named `answer-<bytes>` asks for.
+fn answer_size(topic: &TopicName) -> Option<usize> {
+    topic.0.strip_prefix("answer-")?.parse().ok()
 }
 
 /// The value size a topic name asks for: the number after its last `-` (`bench-100`), else 1 KiB.

@@ -14,11 +14,19 @@ HAProxy way therefore advertises HAProxy's port (stand-in: --listen PORT=HAPROXY
 --advertised-listener-url), and every connection of the client goes through HAProxy. The sidecar
 rewrites the addresses itself.
 
+Phases (--phases): throughput, steady, memory.
+
 Throughput phases (librdkafka: produce 100 B, produce 1 KiB, consume 1 KiB) run in rounds; each
 round starts every way afresh (Tansu keeps what it is sent in memory) in an order that rotates
 from round to round, so that drift on a shared machine is spread evenly; the median of the rounds
 is reported. Latency and many-connection phases run with the three ways up at once, rounds
 interleaved the same way; latency percentiles come from every sample of every round.
+
+The memory phase (stand-in only, no direct way) measures the peak RSS of kafka-sidecar and HAProxy
+against frame size x connections: each connection of `e2e slow-fetch` sends one Produce request of
+the frame size, then reads a Fetch answer of the frame size slowly. Each cell starts a fresh broker
+and proxy per way, both allowed frames a little above the largest; cells that would move more
+than --memory-max-gib through the proxy are skipped.
 
 Proxy CPU comes from /proc/PID/stat (utime + stime), bytes from the proxy's own counters
 (kafka-sidecar's /metrics, HAProxy's stats socket; client side, both directions), peak RSS from
@@ -41,7 +49,12 @@ import time
 import urllib.request
 
 VARIANTS = ("direct", "sidecar", "haproxy")
+PHASES = ("throughput", "steady", "memory")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+MIB = 1024 * 1024
+# How `e2e slow-fetch` reads its Fetch answer in the memory phase: at most read_kib a read with
+# pause_ms between reads for up to slow_seconds after sending the Fetch, then at full speed.
+MEMORY_READ = {"read_kib": 256, "pause_ms": 20, "slow_seconds": 2.0}
 
 
 def log(msg):
@@ -137,7 +150,7 @@ def reset_hwm(pid):
 class Sidecar:
     kind = "sidecar"
 
-    def __init__(self, args, upstream, node_id, out_dir, tag, wrap=()):
+    def __init__(self, args, upstream, node_id, out_dir, tag, wrap=(), extra=()):
         self.port = free_port()
         self.admin = free_port()
         self.base = free_base([node_id])
@@ -148,6 +161,7 @@ class Sidecar:
             "--bootstrap-port", str(self.port),
             "--broker-port-base", str(self.base),
             "--admin-listen", f"127.0.0.1:{self.admin}",
+            *extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_SIDECAR_") and k != "RUST_LOG"}
         env.update(kv.split("=", 1) for kv in args.sidecar_env)
@@ -222,6 +236,12 @@ backend broker
             )
         self.proc = Proc(f"{tag}-haproxy", [args.haproxy, "-db", "-f", cfg], out_dir)
         wait_port(self.port, self.proc, "haproxy")
+        # The stats socket can appear just after the frontend listens.
+        deadline = time.time() + 10
+        while not os.path.exists(self.sock):
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise SystemExit(f"bench: no HAProxy stats socket {self.sock}; see {self.proc.log_path}")
+            time.sleep(0.02)
         self.pid = self.proc.pid
 
     def frontend(self):
@@ -257,10 +277,12 @@ backend broker
 TOPICS = ("bench-100", "bench-1024", "bench-latency", "bench-load")
 
 
-def start_broker(args, kind, port, advertised, out_dir, name):
-    """A broker on `port` that tells clients to find it at `advertised`; returns (proc, node id)."""
+def start_broker(args, kind, port, advertised, out_dir, name, extra=()):
+    """A broker on `port` that tells clients to find it at `advertised`; returns (proc, node id).
+    `extra`: further arguments of the stand-in."""
     if kind == "standin":
-        cmd = [args.tools, "broker", "--node-id", "1", "--listen", f"127.0.0.1:{port}=127.0.0.1:{advertised}"]
+        cmd = [args.tools, "broker", "--node-id", "1", "--listen", f"127.0.0.1:{port}=127.0.0.1:{advertised}",
+               *extra]
         proc = Proc(name, cmd, out_dir)
         node_id = 1
     else:
@@ -281,19 +303,21 @@ class Way:
 
     Each way has its own broker process, so that every way starts from the same broker state. The
     broker behind HAProxy advertises HAProxy's port, so that the client's connections after the
-    bootstrap one go through HAProxy too; the sidecar rewrites the addresses itself."""
+    bootstrap one go through HAProxy too; the sidecar rewrites the addresses itself.
+    `max_frame_bytes`, if given, goes to the stand-in and the sidecar (HAProxy does not look)."""
 
-    def __init__(self, bench, kind, variant, tag):
+    def __init__(self, bench, kind, variant, tag, max_frame_bytes=None):
         args, out = bench.args, bench.out
         self.variant = variant
         self.proxy = None
         broker_port = free_port()
         proxy_port = free_port() if variant == "haproxy" else None
+        limit = ("--max-frame-bytes", str(max_frame_bytes)) if max_frame_bytes else ()
         self.broker, node_id = start_broker(args, kind, broker_port, proxy_port or broker_port, out,
-                                            f"{tag}-{variant}-broker")
+                                            f"{tag}-{variant}-broker", extra=limit)
         try:
             if variant == "sidecar":
-                self.proxy = Sidecar(args, f"127.0.0.1:{broker_port}", node_id, out, tag)
+                self.proxy = Sidecar(args, f"127.0.0.1:{broker_port}", node_id, out, tag, extra=limit)
             elif variant == "haproxy":
                 self.proxy = HAProxy(args, broker_port, out, tag, proxy_port)
             self.address = f"127.0.0.1:{self.proxy.port if self.proxy else broker_port}"
@@ -338,6 +362,15 @@ class Bench:
         return self.client("client.py " + cli[0], self.args.python, self.args.client, *cli)
 
     def measure(self, broker, phase, round_, way, fn):
+        """Runs `fn(address)` once through `way` (see probe) and files the result under the phase."""
+        result = self.probe(way, fn)
+        entry = self.results["phases"].setdefault(broker, {}).setdefault(phase, {"runs": {v: [] for v in VARIANTS}})
+        entry["runs"][way.variant].append(result)
+        log(f"{broker} {phase} {way.variant} round {round_ + 1}/{self.args.rounds}: {summary(result)}")
+        return result
+
+    @staticmethod
+    def probe(way, fn):
         """Runs `fn(address)` once through `way`, with the proxy's CPU, bytes and peak RSS."""
         proxy = way.proxy
         if proxy is not None:
@@ -349,9 +382,6 @@ class Bench:
             result["proxy_cpu_s"] = round(cpu_seconds(proxy.pid) - cpu0, 3)
             result["proxy_bytes"] = proxy.client_bytes() - bytes0
             result["proxy_hwm_kib"] = proc_status(proxy.pid)["VmHWM"]
-        entry = self.results["phases"].setdefault(broker, {}).setdefault(phase, {"runs": {v: [] for v in VARIANTS}})
-        entry["runs"][way.variant].append(result)
-        log(f"{broker} {phase} {way.variant} round {round_ + 1}/{self.args.rounds}: {summary(result)}")
         return result
 
     def throughput(self, broker):
@@ -404,6 +434,41 @@ class Bench:
             for way in ways.values():
                 way.stop()
 
+    def memory(self):
+        """Peak RSS of each proxy against frame size x connections, slow readers (stand-in)."""
+        args = self.args
+        frames = [int(x) for x in args.memory_frame_mib.split(",")]
+        conns_list = [int(x) for x in args.memory_connections.split(",")]
+        max_frame = (max(frames) + 1) * MIB  # the frame plus headroom, length prefix excluded
+        settings = {"frame_mib": frames, "connections": conns_list, "max_gib": args.memory_max_gib,
+                    "max_frame_bytes": max_frame, **MEMORY_READ}
+        cells = []
+        self.results["memory"] = {"settings": settings, "cells": cells}
+        for conns in conns_list:
+            for mib in frames:
+                cell = {"connections": conns, "frame_mib": mib, "moved_gib": 2 * conns * mib / 1024}
+                cells.append(cell)
+                if cell["moved_gib"] > args.memory_max_gib:
+                    cell["skipped"] = True
+                    log(f"memory {conns} x {mib} MiB: skipped, would move {cell['moved_gib']:.1f} GiB")
+                    continue
+                cli = [args.tools, "slow-fetch", "--connections", str(conns), "--frame-bytes", str(mib * MIB),
+                       "--read-bytes", str(MEMORY_READ["read_kib"] * 1024),
+                       "--read-pause-ms", str(MEMORY_READ["pause_ms"]),
+                       "--slow-seconds", str(MEMORY_READ["slow_seconds"])]
+                for variant in rotate(("sidecar", "haproxy"), len(cells)):
+                    way = Way(self, "standin", variant, f"memory-{conns}x{mib}", max_frame_bytes=max_frame)
+                    try:
+                        result = self.probe(way, lambda a: self.client("slow-fetch", *cli, "--addr", a))
+                    finally:
+                        way.stop()
+                    result["bytes_match"] = result["proxy_bytes"] == result["bytes_sent"] + result["bytes_received"]
+                    if not result["bytes_match"]:
+                        log(f"warning: {variant} counted {result['proxy_bytes']} client bytes, the client "
+                            f"{result['bytes_sent'] + result['bytes_received']}")
+                    cell[variant] = result
+                    log(f"memory {conns} x {mib} MiB {variant}: {summary(result)}")
+
     def latency_run(self, address, request, seconds):
         path = os.path.join(self.out, f"latency-{len(os.listdir(self.out))}-{random.randrange(1 << 30)}.txt")
         result = self.client(
@@ -433,13 +498,18 @@ class Bench:
         self.results["machine"] = machine()
         self.results["load_before"] = loadavg()
         self.results["settings"] = {k: getattr(self.args, k) for k in (
-            "rounds", "seconds", "latency_seconds", "latency_rate", "load_frame_bytes", "max_mb", "sidecar_env",
-            "allocations_ok")}
+            "phases", "rounds", "seconds", "latency_seconds", "latency_rate", "load_frame_bytes", "max_mb",
+            "sidecar_env", "allocations_ok")}
         self.results["versions"] = versions(self.args)
         started = time.time()
+        phases = self.args.phases.split(",")
         for broker in self.args.brokers.split(","):
-            self.throughput(broker)
-            self.steady(broker)
+            if "throughput" in phases:
+                self.throughput(broker)
+            if "steady" in phases:
+                self.steady(broker)
+        if "memory" in phases:
+            self.memory()
         self.results["load_after"] = loadavg()
         self.results["duration_s"] = round(time.time() - started, 1)
         with open(os.path.join(self.out, "results.json"), "w") as f:
@@ -464,7 +534,7 @@ def percentile(sorted_samples, p):
 
 
 def summary(result):
-    keys = ("msgs_per_s", "mb_per_s", "p50_us", "p99_us", "requests_per_s", "proxy_cpu_s", "proxy_hwm_kib",
+    keys = ("msgs_per_s", "mb_per_s", "p50_us", "p99_us", "requests_per_s", "elapsed", "proxy_cpu_s", "proxy_hwm_kib",
             "client_cpu_s")
     return ", ".join(f"{k}={result[k]}" for k in keys if k in result)
 
@@ -620,17 +690,63 @@ def render_targets(res):
         else:
             met = "no"
         lines.append(f"| proxy CPU per GB <= 1.2 x HAProxy's | {detail} | {met} |")
-    idle = max(v["sidecar"]["VmRSS"] for v in res["idle_rss_kib"].values()) / 1024
-    lines.append(f"| RSS <= 20 MiB idle | {idle:.1f} MiB | {'yes' if idle <= 20 else 'no'} |")
+    if res["idle_rss_kib"]:
+        idle = max(v["sidecar"]["VmRSS"] for v in res["idle_rss_kib"].values()) / 1024
+        lines.append(f"| RSS <= 20 MiB idle | {idle:.1f} MiB | {'yes' if idle <= 20 else 'no'} |")
     busy = [max(r["proxy_hwm_kib"] for r in phases["load-100"]["runs"]["sidecar"]) / 1024
             for phases in res["phases"].values() if "load-100" in phases]
     if busy:
         lines.append(f"| RSS <= 64 MiB with 100 busy connections | {max(busy):.1f} MiB (VmHWM) | "
                      f"{'yes' if max(busy) <= 64 else 'no'} |")
+    measured = memory_ratios(res)
+    if measured:
+        worst = max(measured, key=lambda c: c[2])
+        within = sum(r <= 2 for _, _, r in measured)
+        lines.append(f"| peak RSS within 2x of HAProxy's, large frames and slow readers | highest sidecar/HAProxy "
+                     f"{worst[2]:.2f} ({worst[0]} conn. x {worst[1]} MiB); {within} of {len(measured)} cells within | "
+                     f"{'yes' if within == len(measured) else 'no'} |")
     ok = res["settings"].get("allocations_ok")
     if ok:
         lines.append(f"| no allocation per Produce/Fetch frame beyond its buffer | benches/allocations.rs | {ok} |")
     lines.append("")
+    return lines
+
+
+def memory_ratios(res):
+    """(connections, frame MiB, sidecar/HAProxy peak RSS) for every memory cell measured."""
+    return [(c["connections"], c["frame_mib"], c["sidecar"]["proxy_hwm_kib"] / c["haproxy"]["proxy_hwm_kib"])
+            for c in res.get("memory", {}).get("cells", []) if not c.get("skipped")]
+
+
+def render_memory(res):
+    s = res["memory"]["settings"]
+    lines = ["### Memory: large frames, slow readers (broker stand-in)", "",
+             f"Each connection sends one Produce request (acks=1) of the frame size, then reads a Fetch answer "
+             f"of the frame size {s['read_kib']} KiB a read with {s['pause_ms']} ms pauses for up to "
+             f"{s['slow_seconds']:g} s, then at full speed. Frame sizes exclude the length prefix; proxy and "
+             f"stand-in run with --max-frame-bytes {s['max_frame_bytes']:,}. A fresh broker and proxy per run; "
+             f"peak RSS is VmHWM, reset before the run. Moved: both directions through the proxy; cells above "
+             f"{s['max_gib']:g} GiB are skipped.", "",
+             "| connections | frame | moved | sidecar peak RSS, MiB | HAProxy peak RSS, MiB | sidecar/HAProxy | "
+             "within 2x of HAProxy's |",
+             "|---:|---:|---:|---:|---:|---:|---|"]
+    mismatched = []
+    for c in res["memory"]["cells"]:
+        moved = f"{c['moved_gib'] * 1024:,.0f} MiB" if c["moved_gib"] < 1 else f"{c['moved_gib']:.2f} GiB"
+        head = f"| {c['connections']} | {c['frame_mib']} MiB | {moved} |"
+        if c.get("skipped"):
+            lines.append(f"{head} skipped (over {s['max_gib']:g} GiB) | | | |")
+            continue
+        side, ha = (c[v]["proxy_hwm_kib"] / 1024 for v in ("sidecar", "haproxy"))
+        lines.append(f"{head} {side:,.1f} | {ha:,.1f} | {side / ha:.2f} | {'yes' if side <= 2 * ha else 'no'} |")
+        mismatched += [f"{v} {c['connections']} x {c['frame_mib']} MiB" for v in ("sidecar", "haproxy")
+                       if not c[v]["bytes_match"]]
+    lines.append("")
+    if mismatched:
+        lines += ["Client bytes counted by the proxy differ from the client's in: " + ", ".join(mismatched) + ".", ""]
+    else:
+        lines += ["Every answer checked by the client (correlation id, size), and the bytes each proxy counted "
+                  "between it and the client equal the client's.", ""]
     return lines
 
 
@@ -644,14 +760,20 @@ def render(res):
         "",
         f"Versions: {res['versions']}.",
         "",
-        f"{s['rounds']} rounds per phase; throughput runs of {s['seconds']} s (at most {s['max_mb']} MB produced), "
-        f"medians shown; latency at {s['latency_rate']} requests/s, {s['latency_seconds']} s per round (Metadata: "
-        f"half that), percentiles over every sample of every round."
-        + (f" Sidecar environment: {' '.join(s['sidecar_env'])}." if s["sidecar_env"] else ""),
-        "",
     ]
+    if res["phases"]:
+        lines += [
+            f"{s['rounds']} rounds per phase; throughput runs of {s['seconds']} s (at most {s['max_mb']} MB "
+            f"produced), medians shown; latency at {s['latency_rate']} requests/s, {s['latency_seconds']} s per "
+            f"round (Metadata: half that), percentiles over every sample of every round.",
+            "",
+        ]
+    if s["sidecar_env"]:
+        lines += [f"Sidecar environment: {' '.join(s['sidecar_env'])}.", ""]
     for broker, phases in res["phases"].items():
         lines.extend(render_broker(res, broker, phases))
+    if "memory" in res:
+        lines.extend(render_memory(res))
     lines.extend(render_targets(res))
     return "\n".join(lines) + "\n"
 
@@ -872,6 +994,14 @@ def cpu_clock(args, out, port):
     print()
 
 
+def phase_list(text):
+    phases = [p for p in text.split(",") if p]
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown or not phases:
+        raise argparse.ArgumentTypeError(f"unknown phase {', '.join(unknown) or '(none)'}; of {', '.join(PHASES)}")
+    return ",".join(phases)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sidecar", required=True)
@@ -882,13 +1012,19 @@ def main():
     parser.add_argument("--python", required=True, help="python with confluent-kafka")
     parser.add_argument("--client", required=True, help="client.py")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--brokers", default="standin,tansu")
+    parser.add_argument("--phases", default=",".join(PHASES), type=phase_list,
+                        help=f"comma-separated, of {', '.join(PHASES)} (default all)")
+    parser.add_argument("--brokers", default="standin,tansu", help="for the throughput and steady phases")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--max-mb", type=int, default=768, help="most MB one produce run sends")
     parser.add_argument("--latency-seconds", type=float, default=3.0)
     parser.add_argument("--latency-rate", type=int, default=1000)
     parser.add_argument("--load-frame-bytes", type=int, default=16 * 1024)
+    parser.add_argument("--memory-frame-mib", default="1,10,50,100", help="memory phase: frame sizes, MiB")
+    parser.add_argument("--memory-connections", default="1,8,64", help="memory phase: connection counts")
+    parser.add_argument("--memory-max-gib", type=float, default=4.0,
+                        help="memory phase: skip cells moving more than this through the proxy (both directions)")
     parser.add_argument("--sidecar-env", nargs="*", default=[], help="NAME=VALUE for the sidecar's environment")
     parser.add_argument("--allocations-ok", choices=["yes", "no"], help="outcome of benches/allocations.rs")
     parser.add_argument("--profile", action="store_true", help="profile the sidecar instead (see profile())")
