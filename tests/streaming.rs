@@ -215,7 +215,7 @@ fn fill_page(stream: u64, page: usize, out: &mut [u8]) {
 
 /// Chunks of `range`, which must be whole pages: (offset, length).
 fn chunks(range: Range<usize>) -> impl Iterator<Item = (usize, usize)> {
-    assert!(range.start % PAGE == 0 && range.end % PAGE == 0, "{range:?} is not whole pages");
+    assert!(range.start.is_multiple_of(PAGE) && range.end.is_multiple_of(PAGE), "{range:?} is not whole pages");
     range.clone().step_by(CHUNK).map(move |start| (start, CHUNK.min(range.end - start)))
 }
 
