@@ -351,8 +351,9 @@ impl Session {
             telemetry::bytes(Direction::SidecarToBroker, total);
             match whole {
                 Some((frame, _)) => to_broker.feed(frame),
-                None => match relay_frame(requests, to_broker, total).await {
+                None => match relay_frame(requests, to_broker, total, idle_timeout).await {
                     Ok(()) => {}
+                    Err(Relay::Idle) => return Disconnect(DisconnectCause::Idle),
                     Err(Relay::Read(error)) => return Disconnect(client_frame_error(&error, peer)),
                     Err(Relay::Write(error)) => {
                         tracing::info!(%peer, %error, "broker connection lost while forwarding");
@@ -455,8 +456,9 @@ impl Session {
                     telemetry::response_error(entry.api_key, code);
                 }
                 telemetry::bytes(Direction::SidecarToClient, total);
-                match relay_frame(&mut responses, to_client, total).await {
+                match relay_frame(&mut responses, to_client, total, None).await {
                     Ok(()) => {}
+                    Err(Relay::Idle) => return Some(DisconnectCause::BrokerClosed),
                     Err(Relay::Read(error)) => return Some(broker_frame_error(error, peer)),
                     Err(Relay::Write(error)) => {
                         tracing::debug!(%peer, %error, "client went away before its response");
@@ -617,13 +619,21 @@ async fn idle(timeout: Option<Duration>) {
 enum Relay {
     Read(FrameError),
     Write(std::io::Error),
+    /// Nothing more of the frame came for the idle limit.
+    Idle,
 }
 
 /// Relays the frame `from` peeked (`total` bytes) to `to` as it arrives: whatever is buffered is
 /// queued, and when the rest has yet to come, what is queued is written first. One read chunk
 /// and what is queued are all a connection holds per direction, and a side that stops reading
-/// stops the relay, so TCP's backpressure reaches the sender.
-async fn relay_frame<R, W>(from: &mut FrameReader<R>, to: &mut FrameWriter<W>, total: usize) -> Result<(), Relay>
+/// stops the relay, so TCP's backpressure reaches the sender. With `idle`, a sender that sends
+/// nothing more of the frame for that long ends it.
+async fn relay_frame<R, W>(
+    from: &mut FrameReader<R>,
+    to: &mut FrameWriter<W>,
+    total: usize,
+    idle: Option<Duration>,
+) -> Result<(), Relay>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -635,7 +645,12 @@ where
             return Ok(());
         }
         to.flush().await.map_err(Relay::Write)?;
-        from.fill().await.map_err(Relay::Read)?;
+        match idle {
+            None => from.fill().await.map_err(Relay::Read)?,
+            Some(idle) => {
+                tokio::time::timeout(idle, from.fill()).await.map_err(|_| Relay::Idle)?.map_err(Relay::Read)?
+            }
+        }
     }
 }
 

@@ -149,6 +149,29 @@ fn metadata_answer_over_the_buffer_cap_closes_only_that_client() {
     assert_eq!(healthy.recv().unwrap()[..], produce_answer(10, 0)[..], "the answer to a 2 MiB Produce request");
 }
 
+/// A relayed request still falls under --client-idle-timeout: a client that starts a large
+/// Produce request and then sends nothing more is cut off, cause "idle", as one that sends
+/// nothing at all is; a client that keeps sending is not.
+#[test]
+fn a_client_that_stalls_inside_a_relayed_request_is_cut_off_when_idle() {
+    const IDLE: Duration = Duration::from_secs(1);
+    let sidecar = Sidecar::start(&stand_in_broker(None), &["--client-idle-timeout", "1s"]);
+    let mut stalled = connect(&sidecar.bootstrap(), IO_TIMEOUT).unwrap();
+    stalled.write_all(&produce_request_head(1, &client_id(0), 4 * MIB)).unwrap();
+    write_pages(&mut stalled, produced_stream(0), 0..MIB).unwrap();
+    let stalled_at = Instant::now();
+    // The broker gets what was relayed and then the end of the connection; the stand-in answers
+    // a cut Produce request with an error, a Kafka broker not at all. Either way the client's
+    // connection then ends.
+    let mut rest = Vec::new();
+    let read = stalled.read_to_end(&mut rest);
+    let cut_after = stalled_at.elapsed();
+    assert!(read.is_ok(), "the stalled client's connection ends: {read:?}");
+    assert!(cut_after >= IDLE && cut_after < IDLE * 5, "cut off after {cut_after:?}");
+    let idle = sidecar.metric("kafka_sidecar_disconnects_total", &["cause=\"idle\""]);
+    assert_eq!(idle, 1.0, "counted with cause idle");
+}
+
 // ------------------------------------------------------------------------------------------------
 // Clients
 
