@@ -49,12 +49,7 @@ pub fn run(args: Args) -> Result<()> {
                 Bytes::from(frame)
             })
             .collect();
-        let mut streams = Vec::with_capacity(args.connections);
-        for _ in 0..args.connections {
-            let stream = TcpStream::connect(&args.addr).await.with_context(|| format!("connect {}", args.addr))?;
-            stream.set_nodelay(true)?;
-            streams.push(stream);
-        }
+        let streams = connect_all(&args.addr, args.connections).await?;
         let start = Instant::now();
         let deadline = start + Duration::from_secs_f64(args.seconds);
         let tasks: Vec<_> =
@@ -114,4 +109,15 @@ async fn connection(mut stream: TcpStream, frames: Vec<Bytes>, deadline: Instant
         next = (next + 1) % frames.len();
     }
     Ok(moved)
+}
+
+/// Opens `connections` connections to `addr`, with Nagle off, before any load starts.
+pub async fn connect_all(addr: &str, connections: usize) -> Result<Vec<TcpStream>> {
+    let mut streams = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let stream = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+        stream.set_nodelay(true)?;
+        streams.push(stream);
+    }
+    Ok(streams)
 }

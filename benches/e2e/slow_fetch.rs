@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common;
+use crate::load::connect_all;
 
 const PRODUCE_ID: i32 = 1;
 const FETCH_ID: i32 = 2;
@@ -70,12 +71,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let mut streams = Vec::with_capacity(args.connections);
-        for _ in 0..args.connections {
-            let stream = TcpStream::connect(&args.addr).await.with_context(|| format!("connect {}", args.addr))?;
-            stream.set_nodelay(true)?;
-            streams.push(stream);
-        }
+        let streams = connect_all(&args.addr, args.connections).await?;
         let start = Instant::now();
         let tasks: Vec<_> = streams
             .into_iter()
