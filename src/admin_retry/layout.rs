@@ -4,7 +4,7 @@
 //! (CreateTopics v0–v7, DeleteTopics v0–v6, CreatePartitions v0–v3, ElectLeaders v0–v2,
 //! AlterUserScramCredentials v0), and records for each entry its byte range, key and error code.
 //! Nothing is decoded into structs, so old versions kafka-protocol no longer knows are handled
-//! alike, and every length is bounds-checked by [`Reader`].
+//! alike, and every length is bounds-checked by the shared [`Walker`].
 
 use std::ops::Range;
 
@@ -13,7 +13,7 @@ use kafka_protocol::messages::ApiKey;
 pub use crate::policy::Granularity;
 use crate::policy::policy;
 
-use crate::wire::{DecodeError, Reader, top_level_error_offset};
+use crate::wire::{DecodeError, Walker, top_level_error_offset};
 
 /// The key of an entry: a topic or user name (a topic id where a name is absent), or for a
 /// partition its index.
@@ -61,23 +61,21 @@ pub fn granularity(api_key: i16) -> Option<Granularity> {
     policy(api_key).retry
 }
 
-/// A reader over a frame body that reports positions as frame offsets.
-struct Walker<'a> {
-    reader: Reader<'a>,
-    body: usize,
-}
-
-impl<'a> Walker<'a> {
-    fn new(frame: &'a [u8], body: usize) -> Self {
-        Walker { reader: Reader::new(&frame[body..]), body }
-    }
-
-    fn at(&self) -> usize {
-        self.body + self.reader.position()
-    }
-
+/// The entry-collecting walks of the layouts, over the shared [`Walker`].
+trait Entries {
     /// Reads an array whose elements are walked by `element`, which returns (key, error code,
     /// children) after reading exactly one element.
+    fn array(
+        &mut self,
+        flexible: bool,
+        element: impl FnMut(&mut Self) -> Result<(Key, i16, Option<Array>), DecodeError>,
+    ) -> Result<Array, DecodeError>;
+
+    /// Reads a string as an entry key.
+    fn string(&mut self, flexible: bool) -> Result<Key, DecodeError>;
+}
+
+impl Entries for Walker<'_> {
     fn array(
         &mut self,
         flexible: bool,
@@ -95,36 +93,8 @@ impl<'a> Walker<'a> {
         Ok(Array { count, flexible, entries })
     }
 
-    /// Reads past an array whose elements are not entries the retry cares about; each element's
-    /// tagged fields are skipped after `element` reads it.
-    fn skip_array(
-        &mut self,
-        flexible: bool,
-        mut element: impl FnMut(&mut Self) -> Result<(), DecodeError>,
-    ) -> Result<(), DecodeError> {
-        let len = self.reader.nullable_array_len(flexible)?.unwrap_or(0);
-        for _ in 0..len {
-            element(self)?;
-            self.tags(flexible)?;
-        }
-        Ok(())
-    }
-
     fn string(&mut self, flexible: bool) -> Result<Key, DecodeError> {
         Ok(self.reader.string(flexible)?.to_vec())
-    }
-
-    fn skip_string(&mut self, flexible: bool) -> Result<(), DecodeError> {
-        self.reader.nullable_string(flexible).map(|_| ())
-    }
-
-    fn skip_i32_array(&mut self, flexible: bool) -> Result<(), DecodeError> {
-        let len = self.reader.nullable_array_len(flexible)?.unwrap_or(0);
-        self.reader.skip(len.checked_mul(4).ok_or(DecodeError::Invalid("array too long"))?)
-    }
-
-    fn tags(&mut self, flexible: bool) -> Result<(), DecodeError> {
-        if flexible { self.reader.skip_tagged_fields() } else { Ok(()) }
     }
 }
 

@@ -25,16 +25,16 @@ pub(super) fn rewrite(w: &mut Walk<'_>) -> Result<(), RewriteError> {
         return Ok(());
     }
     let flexible = w.version >= FIRST_FLEXIBLE;
-    let count_start = w.reader.position();
+    let count_start = w.walker.reader.position();
     let count = read!(w, array_len, flexible);
-    let count_end = w.reader.position();
+    let count_end = w.walker.reader.position();
     let mut kept = count;
     let mut entry_splices = Vec::new();
     for _ in 0..count {
-        let entry_start = w.reader.position();
+        let entry_start = w.walker.reader.position();
         let api_key = read!(w, i16);
         let min_version = read!(w, i16);
-        let max_at = w.reader.position();
+        let max_at = w.walker.reader.position();
         let max_version = read!(w, i16);
         if flexible {
             read!(w, skip_tagged_fields);
@@ -43,7 +43,7 @@ pub(super) fn rewrite(w: &mut Walk<'_>) -> Result<(), RewriteError> {
             continue;
         };
         if min_version > limit {
-            entry_splices.push((entry_start..w.reader.position(), BytesMut::new()));
+            entry_splices.push((entry_start..w.walker.reader.position(), BytesMut::new()));
             kept -= 1;
         } else {
             let mut writer = Writer::with_capacity(2);
@@ -75,11 +75,11 @@ fn drop_default_tagged_fields(w: &mut Walk<'_>) -> Result<(), RewriteError> {
     const EMPTY_COMPACT_ARRAY: &[u8] = &[0x01];
     const NO_EPOCH: &[u8] = &[0xff; 8];
     const FALSE: &[u8] = &[0x00];
-    let start = w.reader.position();
+    let start = w.walker.reader.position();
     let count = read!(w, unsigned_varint);
     let mut kept = Vec::new();
     for _ in 0..count {
-        let field_start = w.reader.position();
+        let field_start = w.walker.reader.position();
         let tag = read!(w, unsigned_varint);
         let size = read!(w, unsigned_varint) as usize;
         let value = read!(w, take, size);
@@ -90,18 +90,18 @@ fn drop_default_tagged_fields(w: &mut Walk<'_>) -> Result<(), RewriteError> {
             _ => false,
         };
         if !is_default {
-            kept.push(field_start..w.reader.position());
+            kept.push(field_start..w.walker.reader.position());
         }
     }
     if kept.len() as u32 == count {
         return Ok(());
     }
-    let body = &w.frame[w.body..];
-    let mut writer = Writer::with_capacity(w.reader.position() - start);
+    let body = w.walker.body();
+    let mut writer = Writer::with_capacity(w.walker.reader.position() - start);
     writer.unsigned_varint(kept.len() as u32);
     for field in kept {
         writer.bytes(&body[field]);
     }
-    w.splice(start..w.reader.position(), writer.into_inner());
+    w.splice(start..w.walker.reader.position(), writer.into_inner());
     Ok(())
 }

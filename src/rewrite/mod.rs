@@ -15,7 +15,7 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 
-use crate::wire::{DecodeError, Reader, Splices, Writer, response_body_offset};
+use crate::wire::{DecodeError, Splices, Walker, Writer, response_body_offset};
 
 pub use api_versions::clamp_limit;
 
@@ -90,10 +90,8 @@ pub fn response(
 
 /// The state of one rewrite: a reader over the body plus the splices decided so far.
 pub(crate) struct Walk<'a> {
-    pub frame: &'a [u8],
-    pub reader: Reader<'a>,
-    /// Offset of the body in the frame: reader positions are relative to it.
-    pub body: usize,
+    /// The body's walk: reader positions are relative to the body.
+    pub walker: Walker<'a>,
     pub version: i16,
     pub advertised: &'a Advertised,
     splices: Splices,
@@ -105,9 +103,7 @@ pub(crate) struct Walk<'a> {
 impl<'a> Walk<'a> {
     fn new(frame: &'a [u8], body: usize, version: i16, advertised: &'a Advertised, api: &'static str) -> Self {
         Walk {
-            frame,
-            reader: Reader::new(&frame[body..]),
-            body,
+            walker: Walker::new(frame, body),
             version,
             advertised,
             splices: Splices::default(),
@@ -124,23 +120,24 @@ impl<'a> Walk<'a> {
 
     /// Replaces body bytes `range` (reader positions) with `bytes`. Splices must come in order.
     pub fn splice(&mut self, range: Range<usize>, bytes: BytesMut) {
-        self.splices.replace((range.start + self.body)..(range.end + self.body), bytes);
+        let frame_range = self.walker.frame_offset(range.start)..self.walker.frame_offset(range.end);
+        self.splices.replace(frame_range, bytes);
     }
 
     /// Reads a broker's host and port at the reader's position and splices the sidecar's own
     /// address over them; `node_id` has just been read. A negative node id (no broker, as in a
     /// FindCoordinator error) is left as it is.
     pub fn endpoint(&mut self, node_id: i32, flexible: bool, learn: bool) -> Result<(), RewriteError> {
-        let start = self.reader.position();
-        let host = self.reader.string(flexible).map_err(|e| self.malformed(e))?;
-        let port = self.reader.i32().map_err(|e| self.malformed(e))?;
+        let start = self.walker.reader.position();
+        let host = self.walker.reader.string(flexible).map_err(|e| self.malformed(e))?;
+        let port = self.walker.reader.i32().map_err(|e| self.malformed(e))?;
         if node_id < 0 {
             return Ok(());
         }
         let local_port = self.advertised.port_for(node_id)?;
         let mut writer = Writer::with_capacity(self.advertised.host.len() + 6);
         writer.string(self.advertised.host.as_bytes(), flexible).i32(i32::from(local_port));
-        let end = self.reader.position();
+        let end = self.walker.reader.position();
         self.splice(start..end, writer.into_inner());
         if learn {
             let host = String::from_utf8_lossy(host).into_owned();
@@ -150,14 +147,15 @@ impl<'a> Walk<'a> {
     }
 
     fn finish(self) -> Rewritten {
-        Rewritten { frame: self.splices.apply(self.frame), brokers: self.brokers, controller_id: self.controller_id }
+        let frame = self.splices.apply(self.walker.frame());
+        Rewritten { frame, brokers: self.brokers, controller_id: self.controller_id }
     }
 }
 
 /// Shorthand for the reader calls of a walk, mapping decode errors to [`RewriteError`].
 macro_rules! read {
     ($walk:expr, $method:ident $(, $arg:expr)*) => {
-        match $walk.reader.$method($($arg),*) {
+        match $walk.walker.reader.$method($($arg),*) {
             Ok(value) => value,
             Err(e) => return Err($walk.malformed(e)),
         }

@@ -9,6 +9,7 @@ mod cursor;
 mod encode;
 mod header;
 mod splice;
+mod walker;
 
 pub use codec::{DEFAULT_MAX_FRAME_BYTES, FrameCodec, FrameError, holds_whole_frame};
 pub use cursor::{DecodeError, Reader, Writer};
@@ -18,3 +19,4 @@ pub use header::{
     response_error_code, top_level_error_offset,
 };
 pub use splice::Splices;
+pub use walker::Walker;
