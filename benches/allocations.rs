@@ -8,7 +8,7 @@
 //!   that already holds them, header peeked, acks checked: 0 allocations per frame.
 //! - `response codec`: `FrameCodec::responses` decoding Produce and Fetch responses, correlation
 //!   id and error code read, `rewrite::response` deciding to pass them through: 0 per frame.
-//! - `framed relay`: `FramedRead` → peek → `FrameWriter`, as the session uses them, over an
+//! - `framed relay`: `FrameReader` → peek → `relay_frame` → `FrameWriter`, as the session uses them, over an
 //!   in-memory reader and a discarding writer, frames of 100 B to 1 MiB: once the read buffer has
 //!   grown to the largest frame, 0 per frame.
 //! - `telemetry`: the metric calls the session makes per request (bytes by direction, request
@@ -24,14 +24,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::sink::Discard;
-use futures_util::StreamExt;
+use kafka_sidecar::frame_reader::{FrameReader, relay_frame};
 use kafka_sidecar::frame_writer::FrameWriter;
 use kafka_sidecar::rewrite;
 use kafka_sidecar::telemetry::{self, Direction, RequestCounters};
-use kafka_sidecar::wire::{
-    FrameCodec, holds_whole_frame, peek_request_header, response_correlation_id, response_error_code,
-};
-use tokio_util::codec::{Decoder, FramedRead};
+use kafka_sidecar::wire::{FrameCodec, peek_request_header, response_correlation_id, response_error_code};
+use tokio_util::codec::Decoder;
 
 mod common;
 
@@ -224,10 +222,12 @@ fn response_codec(rounds: usize) -> Outcome {
     }
 }
 
-/// `FramedRead` → peek → `FrameWriter::feed`, flushed whenever the reader holds no further whole
-/// frame, as the session does, frames of 100 B, 1 KiB, 16 KiB, 64 KiB and 1 MiB in turn.
+/// `FrameReader::peek` → header peek → `relay_frame` into a `FrameWriter`, flushed whenever the
+/// reader holds no further whole frame, as the session does, frames of 100 B, 1 KiB, 16 KiB,
+/// 64 KiB and 1 MiB in turn.
 fn framed_relay(rounds: usize) -> Outcome {
     const WARM_UP_ROUNDS: usize = 3;
+    const HEAD: usize = 66 * 1024;
     let frames: Vec<Bytes> = [100, 1024, 16 * 1024, 64 * 1024, 1024 * 1024]
         .into_iter()
         .map(|size| if size <= 100 { common::produce_frame(9, 1, size) } else { common::produce_frame_of(9, size) })
@@ -235,24 +235,25 @@ fn framed_relay(rounds: usize) -> Outcome {
     let stream: Vec<u8> =
         (0..rounds + WARM_UP_ROUNDS).flat_map(|_| frames.iter().flat_map(|f| f.iter().copied())).collect();
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-    let mut reader = FramedRead::new(&stream[..], FrameCodec::requests(MAX_FRAME));
+    let mut reader = FrameReader::new(&stream[..], FrameCodec::requests(MAX_FRAME));
     let mut writer = FrameWriter::new(Discard);
     let mut relay = async |limit: usize| {
         let mut relayed = 0u64;
         while relayed < limit as u64 {
-            let Some(frame) = reader.next().await else { break };
-            let frame = frame.expect("valid frame");
-            let header = peek_request_header(&frame).expect("valid header");
-            assert!(header.expects_response(&frame).expect("valid produce"));
-            writer.feed(frame);
-            if !holds_whole_frame(reader.read_buffer()) {
+            let Some(total) = reader.peek(HEAD).await.expect("valid frame") else { break };
+            let header = peek_request_header(reader.head(total)).expect("valid header");
+            assert!(header.expects_response(reader.head(total)).expect("valid produce"));
+            if relay_frame(&mut reader, &mut writer, total, None).await.is_err() {
+                panic!("relay failed");
+            }
+            if !reader.holds_whole_frame() {
                 writer.flush().await.expect("write");
             }
             relayed += 1;
         }
         relayed
     };
-    // A few rounds first, so that both buffers have grown to hold the largest frame.
+    // A few rounds first, so that the read buffer has reached its working size.
     let warm_up = WARM_UP_ROUNDS * frames.len();
     assert_eq!(runtime.block_on(relay(warm_up)), warm_up as u64);
     let start = Instant::now();
@@ -265,7 +266,7 @@ fn framed_relay(rounds: usize) -> Outcome {
         elapsed: start.elapsed(),
         bound: Some(0),
         buffers_exempt: true,
-        note: "FramedRead -> peek -> FrameWriter, 100 B..1 MiB frames",
+        note: "FrameReader peek -> header -> relay_frame -> FrameWriter, 100 B..1 MiB frames",
     }
 }
 

@@ -4,13 +4,16 @@
 //! as much of its head as the session needs to decide what to do with it. Then it either takes the
 //! frame whole ([`FrameReader::take_whole`], for the few frames the sidecar changes, re-sends or
 //! answers itself) or relays it in chunks as they arrive ([`FrameReader::take_available`] and
-//! [`FrameReader::fill`]), so that memory stays bounded whatever the frame size. It never writes
-//! and never decides; framing rules (size limits, what is no Kafka frame) come from
-//! [`FrameCodec`].
+//! [`FrameReader::fill`], or [`relay_frame`] into a [`FrameWriter`]), so that memory stays bounded
+//! whatever the frame size. It never decides what to do with a frame; framing rules (size limits,
+//! what is no Kafka frame) come from [`FrameCodec`].
+
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
+use crate::frame_writer::FrameWriter;
 use crate::wire::{FrameCodec, FrameError, holds_whole_frame};
 
 /// Bytes asked of the connection per read while relaying.
@@ -108,6 +111,45 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         // Relayed chunks are dropped once written, so the same allocation comes back here.
         self.buf.reserve(READ_CHUNK);
         Ok(self.io.read_buf(&mut self.buf).await?)
+    }
+}
+
+/// How relaying one frame failed: reading it from one side or writing it to the other.
+pub enum Relay {
+    Read(FrameError),
+    Write(std::io::Error),
+    /// Nothing more of the frame came for the idle limit.
+    Idle,
+}
+
+/// Relays the frame `from` peeked (`total` bytes) to `to` as it arrives: whatever is buffered is
+/// queued, and when the rest has yet to come, what is queued is written first. One read chunk
+/// and what is queued are all a connection holds per direction, and a side that stops reading
+/// stops the relay, so TCP's backpressure reaches the sender. With `idle`, a sender that sends
+/// nothing more of the frame for that long ends it.
+pub async fn relay_frame<R, W>(
+    from: &mut FrameReader<R>,
+    to: &mut FrameWriter<W>,
+    total: usize,
+    idle: Option<Duration>,
+) -> Result<(), Relay>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    from.start_relay(total);
+    loop {
+        to.feed(from.take_available());
+        if from.frame_left() == 0 {
+            return Ok(());
+        }
+        to.flush().await.map_err(Relay::Write)?;
+        match idle {
+            None => from.fill().await.map_err(Relay::Read)?,
+            Some(idle) => {
+                tokio::time::timeout(idle, from.fill()).await.map_err(|_| Relay::Idle)?.map_err(Relay::Read)?
+            }
+        }
     }
 }
 

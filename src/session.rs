@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_retry::{self, AdminRequest, RetryError};
-use crate::frame_reader::FrameReader;
+use crate::frame_reader::{FrameReader, Relay, relay_frame};
 use crate::frame_writer::FrameWriter;
 use crate::listener::{Target, ensure_broker_listener};
 use crate::policy::policy;
@@ -612,45 +612,6 @@ async fn idle(timeout: Option<Duration>) {
     match timeout {
         Some(timeout) => tokio::time::sleep(timeout).await,
         None => std::future::pending().await,
-    }
-}
-
-/// How relaying one frame failed: reading it from one side or writing it to the other.
-enum Relay {
-    Read(FrameError),
-    Write(std::io::Error),
-    /// Nothing more of the frame came for the idle limit.
-    Idle,
-}
-
-/// Relays the frame `from` peeked (`total` bytes) to `to` as it arrives: whatever is buffered is
-/// queued, and when the rest has yet to come, what is queued is written first. One read chunk
-/// and what is queued are all a connection holds per direction, and a side that stops reading
-/// stops the relay, so TCP's backpressure reaches the sender. With `idle`, a sender that sends
-/// nothing more of the frame for that long ends it.
-async fn relay_frame<R, W>(
-    from: &mut FrameReader<R>,
-    to: &mut FrameWriter<W>,
-    total: usize,
-    idle: Option<Duration>,
-) -> Result<(), Relay>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    from.start_relay(total);
-    loop {
-        to.feed(from.take_available());
-        if from.frame_left() == 0 {
-            return Ok(());
-        }
-        to.flush().await.map_err(Relay::Write)?;
-        match idle {
-            None => from.fill().await.map_err(Relay::Read)?,
-            Some(idle) => {
-                tokio::time::timeout(idle, from.fill()).await.map_err(|_| Relay::Idle)?.map_err(Relay::Read)?
-            }
-        }
     }
 }
 
