@@ -7,7 +7,7 @@ Usage:
   aiokafka_client.py create     --bootstrap HOST:PORT --topic T [--partitions P]
   aiokafka_client.py describe   --bootstrap HOST:PORT --topic T
   aiokafka_client.py delete     --bootstrap HOST:PORT --topic T
-  aiokafka_client.py admin-loop --bootstrap HOST:PORT --count N [--prefix P]
+  aiokafka_client.py admin-loop --bootstrap HOST:PORT --count N [--prefix P] [--pause SECONDS]
   common option: [--timeout SECONDS] (default 60)
 
 produce: sends `<prefix><i>` for i = 0..N-1 and waits for each acknowledgement
@@ -20,7 +20,8 @@ consume: joins group G, reads exactly N messages, commits the offset after each
   offsets group G committed (OffsetFetch), committing nothing.
 create / delete: prints {"created": T} / {"deleted": T}.
 describe: prints {"partitions": n, "brokers": ["host:port", ...]} (by node id).
-admin-loop: creates and deletes topics P-0 .. P-(N-1); prints
+admin-loop: creates and deletes topics P-0 .. P-(N-1), pausing after each call
+  (default 0); prints
   {"ok": n, "failed": {"<error>": n, ...}, "not_controller": n}.
 Exits non-zero with a message on stderr on any other failure or after --timeout.
 """
@@ -149,6 +150,8 @@ async def admin_loop(args):
                 except Exception as e:
                     failed[type(e).__name__] = failed.get(type(e).__name__, 0) + 1
                     not_controller += "NotController" in type(e).__name__
+                if args.pause:
+                    await asyncio.sleep(args.pause)
 
     await with_admin(args, loop)
     emit({"ok": ok, "failed": failed, "not_controller": not_controller})
@@ -174,6 +177,7 @@ def main():
     ap.add_argument("--prefix")
     ap.add_argument("--partitions", type=int, default=1)
     ap.add_argument("--assign", action="store_true")
+    ap.add_argument("--pause", type=float, default=0.0, help="admin-loop: seconds after each call")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     args = ap.parse_args()
     if args.prefix is None:

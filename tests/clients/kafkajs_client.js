@@ -7,7 +7,7 @@
 //   node kafkajs_client.js create   --bootstrap HOST:PORT --topic T [--partitions P]
 //   node kafkajs_client.js describe --bootstrap HOST:PORT --topic T
 //   node kafkajs_client.js delete   --bootstrap HOST:PORT --topic T
-//   node kafkajs_client.js admin-loop --bootstrap HOST:PORT --count N [--prefix P]
+//   node kafkajs_client.js admin-loop --bootstrap HOST:PORT --count N [--prefix P] [--pause SECONDS]
 //   common option: [--timeout SECONDS] (default 60)
 //
 // produce: sends `<prefix><i>` for i = 0..N-1, one message per request (so one record batch
@@ -32,7 +32,7 @@ function parse(argv) {
     if (rest[i + 1] === undefined) fail(`--${name} needs a value`);
     options[name] = rest[i + 1];
   }
-  for (const name of ["timeout", "count", "partitions"]) {
+  for (const name of ["timeout", "count", "partitions", "pause"]) {
     if (options[name] !== undefined) options[name] = Number(options[name]);
   }
   if (!options.bootstrap) fail("--bootstrap is required");
@@ -144,6 +144,7 @@ async function adminLoop(options) {
       failed[type] = (failed[type] || 0) + 1;
       if (type === "NOT_CONTROLLER") notController++;
     }
+    if (options.pause) await new Promise((resolve) => setTimeout(resolve, options.pause * 1000));
   };
   const admin = kafka(options).admin();
   await admin.connect();
