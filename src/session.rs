@@ -31,7 +31,7 @@ use crate::rewrite::{self, RewriteError};
 use crate::sasl;
 use crate::server::Context;
 use crate::stream::Stream;
-use crate::telemetry::{self, Direction, DisconnectCause, RequestCounters, UpstreamConnection};
+use crate::telemetry::{self, Direction, DisconnectCause, RequestCounters, SessionErrorKind, UpstreamConnection};
 use crate::tls::TlsError;
 use crate::upstream::{ConnectError, Connected};
 use crate::wire::{FrameCodec, FrameError, peek_request_header, response_correlation_id, response_error_code};
@@ -117,7 +117,7 @@ pub async fn serve(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, targe
     let client = match session.client_stream(client).await {
         Ok(client) => client,
         Err(error) => {
-            telemetry::protocol_error(error.kind());
+            telemetry::protocol_error(SessionErrorKind::TlsHandshake);
             tracing::warn!(%peer, %error, "client TLS handshake failed");
             connection.closed(DisconnectCause::ProtocolError);
             return;
@@ -278,7 +278,7 @@ impl Session {
             let header = match peek_request_header(head) {
                 Ok(header) => header,
                 Err(error) => {
-                    telemetry::protocol_error("bad_request_header");
+                    telemetry::protocol_error(SessionErrorKind::BadRequestHeader);
                     tracing::warn!(%peer, %error, "malformed request header; closing client");
                     return Disconnect(DisconnectCause::ProtocolError);
                 }
@@ -287,7 +287,7 @@ impl Session {
             let expects_response = match header.expects_response(head) {
                 Ok(expects) => expects,
                 Err(error) => {
-                    telemetry::protocol_error("bad_request_body");
+                    telemetry::protocol_error(SessionErrorKind::BadRequestBody);
                     let client_id = header.client_id(head);
                     tracing::warn!(%peer, client_id, %error, "malformed produce request; closing client");
                     return Disconnect(DisconnectCause::ProtocolError);
@@ -542,7 +542,7 @@ impl Session {
             telemetry::response_error(entry.api_key, code);
         }
         self.rewrite(entry, frame).map_err(|error| {
-            telemetry::protocol_error("bad_response_body");
+            telemetry::protocol_error(SessionErrorKind::BadResponseBody);
             tracing::warn!(%peer, %error, "cannot rewrite broker response; closing client");
             DisconnectCause::ProtocolError
         })

@@ -2,7 +2,8 @@
 //!
 //! Every label value comes from a closed set: api and error names from the protocol, causes and
 //! kinds from typed enums, node ids of the cluster. Nothing a client sends (topics, client ids,
-//! addresses) ever becomes a label. Hot-path handles are built once and reused.
+//! addresses) ever becomes a label. Hot-path handles are built once and reused. Series whose label
+//! values are known in advance are registered at 0 at start ([`install`]).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::wire::{api_name, error_name};
+use crate::wire::{FrameErrorKind, api_name, error_name};
 
 pub const REQUESTS: &str = "kafka_sidecar_requests_total";
 pub const REQUEST_DURATION: &str = "kafka_sidecar_request_duration_seconds";
@@ -39,53 +40,112 @@ const LATENCY_BUCKETS: &[f64] =
     &[0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 const CONNECT_BUCKETS: &[f64] = &[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
 
-/// Why a client connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisconnectCause {
-    ClientClosed,
-    BrokerClosed,
-    Idle,
-    ProtocolError,
-    UpstreamUnavailable,
-    /// A retried admin request may have been applied but its answer was lost.
-    RetryLost,
-    Shutdown,
+labels! {
+    /// Why a client connection ended.
+    pub enum DisconnectCause {
+        ClientClosed => "client_closed",
+        BrokerClosed => "broker_closed",
+        Idle => "idle",
+        ProtocolError => "protocol_error",
+        UpstreamUnavailable => "upstream_unavailable",
+        /// A retried admin request may have been applied but its answer was lost.
+        RetryLost => "retry_lost",
+        Shutdown => "shutdown",
+    }
 }
 
-impl DisconnectCause {
-    pub fn as_str(self) -> &'static str {
+labels! {
+    /// Which leg of the proxy bytes moved on.
+    pub enum Direction {
+        ClientToSidecar => "client_to_sidecar",
+        SidecarToBroker => "sidecar_to_broker",
+        BrokerToSidecar => "broker_to_sidecar",
+        SidecarToClient => "sidecar_to_client",
+    }
+}
+
+labels! {
+    /// Protocol errors a session finds itself, beyond framing ([`FrameErrorKind`]).
+    pub enum SessionErrorKind {
+        /// A client's TLS handshake on a TLS listener failed.
+        TlsHandshake => "tls_handshake",
+        BadRequestHeader => "bad_request_header",
+        /// Unreadable Produce `acks`.
+        BadRequestBody => "bad_request_body",
+        /// A response the sidecar must rewrite could not be read.
+        BadResponseBody => "bad_response_body",
+    }
+}
+
+/// The `kind` label of [`PROTOCOL_ERRORS`]: a framing error or one a session finds itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolErrorKind {
+    Frame(FrameErrorKind),
+    Session(SessionErrorKind),
+}
+
+impl ProtocolErrorKind {
+    pub const fn as_str(self) -> &'static str {
         match self {
-            DisconnectCause::ClientClosed => "client_closed",
-            DisconnectCause::BrokerClosed => "broker_closed",
-            DisconnectCause::Idle => "idle",
-            DisconnectCause::ProtocolError => "protocol_error",
-            DisconnectCause::UpstreamUnavailable => "upstream_unavailable",
-            DisconnectCause::RetryLost => "retry_lost",
-            DisconnectCause::Shutdown => "shutdown",
+            ProtocolErrorKind::Frame(kind) => kind.as_str(),
+            ProtocolErrorKind::Session(kind) => kind.as_str(),
         }
     }
 }
 
-/// Which leg of the proxy bytes moved on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    ClientToSidecar,
-    SidecarToBroker,
-    BrokerToSidecar,
-    SidecarToClient,
+impl From<FrameErrorKind> for ProtocolErrorKind {
+    fn from(kind: FrameErrorKind) -> Self {
+        ProtocolErrorKind::Frame(kind)
+    }
 }
 
-const DIRECTIONS: [Direction; 4] =
-    [Direction::ClientToSidecar, Direction::SidecarToBroker, Direction::BrokerToSidecar, Direction::SidecarToClient];
+impl From<SessionErrorKind> for ProtocolErrorKind {
+    fn from(kind: SessionErrorKind) -> Self {
+        ProtocolErrorKind::Session(kind)
+    }
+}
 
-impl Direction {
-    fn as_str(self) -> &'static str {
-        match self {
-            Direction::ClientToSidecar => "client_to_sidecar",
-            Direction::SidecarToBroker => "sidecar_to_broker",
-            Direction::BrokerToSidecar => "broker_to_sidecar",
-            Direction::SidecarToClient => "sidecar_to_client",
+const PROTOCOL_ERROR_KIND_COUNT: usize = FrameErrorKind::ALL.len() - 1 + SessionErrorKind::ALL.len();
+
+/// Every kind [`protocol_error`] counts, derived from the two enums: each framing kind but `io`
+/// (an i/o error ends a connection without being a protocol error; sessions never count it), then
+/// each kind a session finds itself. A miscount fails the build.
+pub const PROTOCOL_ERROR_KINDS: [ProtocolErrorKind; PROTOCOL_ERROR_KIND_COUNT] = {
+    let mut kinds = [ProtocolErrorKind::Frame(FrameErrorKind::Io); PROTOCOL_ERROR_KIND_COUNT];
+    let (mut from, mut to) = (0, 0);
+    while from < FrameErrorKind::ALL.len() {
+        if !matches!(FrameErrorKind::ALL[from], FrameErrorKind::Io) {
+            kinds[to] = ProtocolErrorKind::Frame(FrameErrorKind::ALL[from]);
+            to += 1;
         }
+        from += 1;
+    }
+    from = 0;
+    while from < SessionErrorKind::ALL.len() {
+        kinds[to] = ProtocolErrorKind::Session(SessionErrorKind::ALL[from]);
+        (from, to) = (from + 1, to + 1);
+    }
+    assert!(to == PROTOCOL_ERROR_KIND_COUNT, "every kind listed once");
+    kinds
+};
+
+labels! {
+    /// How a NOT_CONTROLLER retry of one admin request ended.
+    pub enum RetryOutcome {
+        /// The client got the controller's answer.
+        Recovered => "recovered",
+        /// The retry budget ran out; the client got 41.
+        Exhausted => "exhausted",
+        /// The controller connection failed after a retry was sent; the client connection was closed.
+        Lost => "lost",
+    }
+}
+
+labels! {
+    /// The result of one metadata refresh on the control connection.
+    pub enum RefreshResult {
+        Ok => "ok",
+        Error => "error",
     }
 }
 
@@ -116,8 +176,40 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
     for api_key in (0..api_slots() as i16).filter(|&key| crate::policy::policy(key).everyday) {
         duration_histogram(api_key);
     }
+    register_closed_sets();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
+}
+
+/// Registers at 0 every series whose labels are known in advance, so that the first scrape has
+/// them: `rate()` and `increase()` then count the first event, and an alert can tell "none" from
+/// "not scraped". Series labelled by node (learned at run time) and by api and error (a sparse
+/// product of two large sets) appear when first used.
+fn register_closed_sets() {
+    for direction in Direction::ALL {
+        bytes(*direction, 0);
+    }
+    counter!(CLIENT_CONNECTIONS_TOTAL).absolute(0);
+    gauge!(CLIENT_CONNECTIONS).increment(0.0);
+    for cause in DisconnectCause::ALL {
+        counter!(DISCONNECTS, "cause" => cause.as_str()).absolute(0);
+    }
+    for kind in PROTOCOL_ERROR_KINDS {
+        counter!(PROTOCOL_ERRORS, "kind" => kind.as_str()).absolute(0);
+    }
+    counter!(STRAY_RESPONSES).absolute(0);
+    counter!(UPSTREAM_TIMEOUTS).absolute(0);
+    for result in RefreshResult::ALL {
+        counter!(METADATA_REFRESHES, "result" => result.as_str()).absolute(0);
+    }
+    for api_key in (0..api_slots() as i16).filter(|&key| crate::policy::policy(key).retry.is_some()) {
+        for outcome in RetryOutcome::ALL {
+            counter!(NOT_CONTROLLER_RETRIES, "api" => api_name(api_key), "outcome" => outcome.as_str()).absolute(0);
+        }
+    }
+    counter!(CONTROLLER_CHANGES).absolute(0);
+    gauge!(BROKER_LISTENERS).increment(0.0);
+    let _registered = histogram!(UPSTREAM_CONNECT_DURATION);
 }
 
 fn describe_all() {
@@ -211,7 +303,7 @@ pub fn response_error(api_key: i16, code: i16) {
 pub fn bytes(direction: Direction, count: usize) {
     static HANDLES: OnceLock<Vec<Counter>> = OnceLock::new();
     let handles =
-        HANDLES.get_or_init(|| DIRECTIONS.iter().map(|d| counter!(BYTES, "direction" => d.as_str())).collect());
+        HANDLES.get_or_init(|| Direction::ALL.iter().map(|d| counter!(BYTES, "direction" => d.as_str())).collect());
     handles[direction as usize].increment(count as u64);
 }
 
@@ -239,8 +331,8 @@ impl Drop for ClientConnection {
     }
 }
 
-pub fn protocol_error(kind: &'static str) {
-    counter!(PROTOCOL_ERRORS, "kind" => kind).increment(1);
+pub fn protocol_error(kind: impl Into<ProtocolErrorKind>) {
+    counter!(PROTOCOL_ERRORS, "kind" => kind.into().as_str()).increment(1);
 }
 
 pub fn stray_response() {
@@ -277,12 +369,12 @@ pub fn upstream_timeout() {
     counter!(UPSTREAM_TIMEOUTS).increment(1);
 }
 
-pub fn metadata_refresh(result: &'static str) {
-    counter!(METADATA_REFRESHES, "result" => result).increment(1);
+pub fn metadata_refresh(result: RefreshResult) {
+    counter!(METADATA_REFRESHES, "result" => result.as_str()).increment(1);
 }
 
-pub fn not_controller_retry(api: &'static str, outcome: &'static str) {
-    counter!(NOT_CONTROLLER_RETRIES, "api" => api, "outcome" => outcome).increment(1);
+pub fn not_controller_retry(api: &'static str, outcome: RetryOutcome) {
+    counter!(NOT_CONTROLLER_RETRIES, "api" => api, "outcome" => outcome.as_str()).increment(1);
 }
 
 pub fn controller_changed(controller_id: i32) {
@@ -292,4 +384,36 @@ pub fn controller_changed(controller_id: i32) {
 
 pub fn broker_listener_opened() {
     gauge!(BROKER_LISTENERS).increment(1.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn protocol_error_kinds_are_every_framing_kind_but_io_and_every_session_kind() {
+        let labels: Vec<&str> = PROTOCOL_ERROR_KINDS.iter().map(|kind| kind.as_str()).collect();
+        assert_eq!(labels.iter().collect::<BTreeSet<_>>().len(), labels.len(), "distinct: {labels:?}");
+        assert!(!labels.contains(&"io"), "an i/o error is not counted: {labels:?}");
+        for kind in FrameErrorKind::ALL.iter().filter(|k| **k != FrameErrorKind::Io) {
+            assert!(PROTOCOL_ERROR_KINDS.contains(&ProtocolErrorKind::from(*kind)), "{kind}");
+        }
+        for kind in SessionErrorKind::ALL {
+            assert!(PROTOCOL_ERROR_KINDS.contains(&ProtocolErrorKind::from(*kind)), "{kind}");
+        }
+    }
+
+    #[test]
+    fn label_sets_list_each_value_once_in_order() {
+        assert_eq!(DisconnectCause::ALL.len(), 7);
+        assert_eq!(DisconnectCause::ALL[5], DisconnectCause::RetryLost);
+        assert_eq!(DisconnectCause::RetryLost.to_string(), "retry_lost");
+        let directions: Vec<&str> = Direction::ALL.iter().map(|d| d.as_str()).collect();
+        assert_eq!(directions, ["client_to_sidecar", "sidecar_to_broker", "broker_to_sidecar", "sidecar_to_client"]);
+        for (index, direction) in Direction::ALL.iter().enumerate() {
+            assert_eq!(*direction as usize, index, "bytes() indexes its handles by discriminant");
+        }
+    }
 }

@@ -516,6 +516,95 @@ fn promtool_accepts_the_exposition_after_traffic() {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Series that exist from the start
+
+/// Label values known in advance, each a series at 0 from the first scrape (docs/metrics.md).
+const RETRIED_APIS: [&str; 8] = [
+    "CreateTopics",
+    "DeleteTopics",
+    "CreatePartitions",
+    "ElectLeaders",
+    "AlterUserScramCredentials",
+    "AlterPartitionReassignments",
+    "ListPartitionReassignments",
+    "UpdateFeatures",
+];
+const RETRY_OUTCOMES: [&str; 3] = ["recovered", "exhausted", "lost"];
+const PROTOCOL_ERROR_KINDS: [&str; 11] = [
+    "tls_on_plaintext",
+    "http_on_kafka",
+    "frame_too_large",
+    "buffered_frame_too_large",
+    "negative_length",
+    "truncated_header",
+    "truncated_frame",
+    "tls_handshake",
+    "bad_request_header",
+    "bad_request_body",
+    "bad_response_body",
+];
+const DISCONNECT_CAUSES: [&str; 7] =
+    ["client_closed", "broker_closed", "idle", "protocol_error", "upstream_unavailable", "retry_lost", "shutdown"];
+
+/// A fresh sidecar's first scrape, before any client request (its only clients are the start-up
+/// probes of the test harness) and with no broker to reach, already has every series whose labels
+/// form a closed set, at 0: `rate()` sees the first retry, and an alert can tell "none" from "not
+/// scraped". Node-labelled series are not there yet.
+#[test]
+fn closed_label_sets_are_exported_at_zero_from_the_first_scrape() {
+    let nowhere = support::free_port_base(1);
+    let sidecar = Sidecar::start(&format!("127.0.0.1:{nowhere}"), &[]);
+    let text = scrape(&sidecar);
+    let samples = parse_samples(&text);
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let found: Vec<&Sample> = samples.iter().filter(|s| s.matches(name, labels)).collect();
+        assert_eq!(found.len(), 1, "one series {name} {labels:?} in the first scrape:\n{text}");
+        found[0].value
+    };
+
+    let line = "kafka_sidecar_not_controller_retries_total{api=\"CreateTopics\",outcome=\"recovered\"} 0";
+    assert!(text.lines().any(|l| l == line), "no `{line}` in the first scrape:\n{text}");
+    for api in RETRIED_APIS {
+        for outcome in RETRY_OUTCOMES {
+            assert_eq!(value("kafka_sidecar_not_controller_retries_total", &[("api", api), ("outcome", outcome)]), 0.0);
+        }
+    }
+    for kind in PROTOCOL_ERROR_KINDS {
+        assert_eq!(value("kafka_sidecar_protocol_errors_total", &[("kind", kind)]), 0.0, "kind {kind}");
+    }
+    let kinds = samples.iter().filter(|s| s.name == "kafka_sidecar_protocol_errors_total").count();
+    assert_eq!(kinds, PROTOCOL_ERROR_KINDS.len(), "no other protocol error kind:\n{text}");
+    for cause in DISCONNECT_CAUSES {
+        let count = value("kafka_sidecar_disconnects_total", &[("cause", cause)]);
+        // The harness's readiness probe may have ended already, for want of a broker.
+        if !["client_closed", "upstream_unavailable"].contains(&cause) {
+            assert_eq!(count, 0.0, "cause {cause}");
+        }
+    }
+    for direction in ["client_to_sidecar", "sidecar_to_broker", "broker_to_sidecar", "sidecar_to_client"] {
+        assert_eq!(value("kafka_sidecar_bytes_total", &[("direction", direction)]), 0.0, "direction {direction}");
+    }
+    for name in [
+        "kafka_sidecar_stray_responses_total",
+        "kafka_sidecar_upstream_timeouts_total",
+        "kafka_sidecar_controller_changes_total",
+        "kafka_sidecar_broker_listeners",
+    ] {
+        assert_eq!(value(name, &[]), 0.0, "{name}");
+    }
+    assert_eq!(value("kafka_sidecar_metadata_refreshes_total", &[("result", "ok")]), 0.0);
+    value("kafka_sidecar_metadata_refreshes_total", &[("result", "error")]);
+    value("kafka_sidecar_client_connections_total", &[]);
+
+    // Labels learned at run time stay lazy: no request has come, no controller is known.
+    for lazy in ["kafka_sidecar_requests_total", "kafka_sidecar_response_errors_total", "kafka_sidecar_controller_id"] {
+        assert!(samples.iter().all(|s| s.name != lazy), "{lazy} before any request:\n{text}");
+    }
+    let zeros = samples.iter().filter(|s| s.value == 0.0 && !s.name.contains("_duration_")).count();
+    eprintln!("[observability] first scrape: {} series, {zeros} of them (histograms aside) at 0", samples.len());
+}
+
+// ------------------------------------------------------------------------------------------------
 // 3. Readiness
 
 /// Polls `path` until it answers `status`; returns the body.

@@ -24,7 +24,7 @@ pub use layout::{Granularity, granularity};
 use layout::{RequestLayout, ResponseLayout};
 
 use crate::server::Context;
-use crate::telemetry;
+use crate::telemetry::{self, RetryOutcome};
 use crate::wire::{DecodeError, response_body_offset};
 
 /// How NOT_CONTROLLER retries back off and how long they may take in all.
@@ -111,7 +111,7 @@ impl Retry<'_> {
             }
             if Instant::now() >= deadline {
                 tracing::warn!(api, attempts, "NOT_CONTROLLER retries exhausted; returning the last answer");
-                telemetry::not_controller_retry(api, "exhausted");
+                telemetry::not_controller_retry(api, RetryOutcome::Exhausted);
                 return Ok((current, current_layout));
             }
             attempts += 1;
@@ -136,7 +136,7 @@ impl Retry<'_> {
             let answer = match answer.await {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(error)) if error.maybe_applied() => {
-                    telemetry::not_controller_retry(api, "lost");
+                    telemetry::not_controller_retry(api, RetryOutcome::Lost);
                     return Err(RetryError::AnswerLost { api, reason: error.to_string() });
                 }
                 Ok(Err(error)) => {
@@ -144,7 +144,7 @@ impl Retry<'_> {
                     continue;
                 }
                 Err(_) => {
-                    telemetry::not_controller_retry(api, "lost");
+                    telemetry::not_controller_retry(api, RetryOutcome::Lost);
                     let reason = "no answer before the request's deadline".to_owned();
                     return Err(RetryError::AnswerLost { api, reason });
                 }
@@ -161,7 +161,7 @@ impl Retry<'_> {
             said_not_controller.push(controller);
             if !plan::has_not_controller(&current_layout) {
                 tracing::debug!(api, attempts, controller, "NOT_CONTROLLER recovered");
-                telemetry::not_controller_retry(api, "recovered");
+                telemetry::not_controller_retry(api, RetryOutcome::Recovered);
                 return Ok((current, current_layout));
             }
         }

@@ -32,18 +32,32 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+labels! {
+    /// What [`FrameError::kind`] names: a closed set, for metric labels.
+    pub enum FrameErrorKind {
+        TlsOnPlaintext => "tls_on_plaintext",
+        HttpOnKafka => "http_on_kafka",
+        FrameTooLarge => "frame_too_large",
+        BufferedFrameTooLarge => "buffered_frame_too_large",
+        NegativeLength => "negative_length",
+        TruncatedHeader => "truncated_header",
+        TruncatedFrame => "truncated_frame",
+        Io => "io",
+    }
+}
+
 impl FrameError {
     /// A short, closed-set label for metrics.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> FrameErrorKind {
         match self {
-            FrameError::TlsOnPlaintext => "tls_on_plaintext",
-            FrameError::HttpOnKafka => "http_on_kafka",
-            FrameError::TooLarge { .. } => "frame_too_large",
-            FrameError::TooLargeToHold { .. } => "buffered_frame_too_large",
-            FrameError::NegativeLength(_) => "negative_length",
-            FrameError::TruncatedHeader { .. } => "truncated_header",
-            FrameError::TruncatedFrame { .. } => "truncated_frame",
-            FrameError::Io(_) => "io",
+            FrameError::TlsOnPlaintext => FrameErrorKind::TlsOnPlaintext,
+            FrameError::HttpOnKafka => FrameErrorKind::HttpOnKafka,
+            FrameError::TooLarge { .. } => FrameErrorKind::FrameTooLarge,
+            FrameError::TooLargeToHold { .. } => FrameErrorKind::BufferedFrameTooLarge,
+            FrameError::NegativeLength(_) => FrameErrorKind::NegativeLength,
+            FrameError::TruncatedHeader { .. } => FrameErrorKind::TruncatedHeader,
+            FrameError::TruncatedFrame { .. } => FrameErrorKind::TruncatedFrame,
+            FrameError::Io(_) => FrameErrorKind::Io,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! `scripts/test.sh` runs and whose results it exports:
 //! - `KAFKA_SIDECAR_TANSU`: path of the Tansu 0.6.0 broker binary,
 //! - `KAFKA_SIDECAR_PYTHON`: the venv's python with confluent-kafka, kafka-python and aiokafka,
-//! - `kcat` on `PATH` (or `KAFKA_SIDECAR_KCAT`).
+//! - `kcat` on `PATH` (or `KAFKA_SIDECAR_KCAT`),
+//! - `go` on `PATH` (or `KAFKA_SIDECAR_GO`) with Debian's sarama and kafka-go (see [`go`]).
 //!
 //! Every child process is killed when its handle is dropped. Process output and every other
 //! temporary file go to one directory per test process, `$TMPDIR/kafka-sidecar-tests/<pid>-…/`,
@@ -16,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod background;
+pub mod go;
 pub mod libraries;
 pub mod numbered;
 pub mod process;
