@@ -17,6 +17,9 @@
 //! - `admin_retry`: NOT_CONTROLLER (41) detection, retry against the controller, merging.
 //! - `telemetry`: metric names and the Prometheus recorder; `admin_http`: /metrics, /healthz, /readyz.
 //! - `server`: start-up, shared context and graceful shutdown.
+//!
+//! Beside the proxy, `inject` (the `kafka-sidecar inject` subcommand) adds the sidecar to
+//! Kubernetes manifests; it uses none of the modules above.
 
 pub mod admin_http;
 pub mod admin_retry;
@@ -24,6 +27,7 @@ pub mod config;
 pub mod control;
 pub mod frame_reader;
 pub mod frame_writer;
+pub mod inject;
 pub mod listener;
 pub mod policy;
 pub mod rewrite;
