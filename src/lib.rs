@@ -19,6 +19,9 @@
 //! - `labels`: the `labels!` macro declaring a closed set of label values (used by `wire` and
 //!   `telemetry`).
 //! - `server`: start-up, shared context and graceful shutdown.
+//!
+//! Beside the proxy, `inject` (the `kafka-sidecar inject` subcommand) adds the sidecar to
+//! Kubernetes manifests; it uses none of the modules above.
 
 #[macro_use]
 mod labels;
@@ -29,6 +32,7 @@ pub mod config;
 pub mod control;
 pub mod frame_reader;
 pub mod frame_writer;
+pub mod inject;
 pub mod listener;
 pub mod policy;
 pub mod rewrite;

@@ -1,18 +1,21 @@
-//! Entry point: parse and validate options, set up logging and metrics, run until a signal.
+//! Entry point: parse and validate options, set up logging and metrics, run until a signal; or,
+//! as `kafka-sidecar inject`, add the sidecar to Kubernetes manifests and exit.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
+use clap::{CommandFactory, FromArgMatches};
 use kafka_sidecar::config::{Config, LogFormat, Settings};
-use kafka_sidecar::{server, telemetry};
+use kafka_sidecar::{inject, server, telemetry};
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for invalid configuration (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let flags = match Settings::from_args(std::env::args_os()) {
-        Ok(flags) => flags,
+    let flags = match parse_args() {
+        Ok(Command::Run(flags)) => *flags,
+        Ok(Command::Inject(args)) => return inject::main(&args),
         Err(error) => {
             // `--help` and `--version` print to stdout and succeed; anything else is a usage error.
             let _ = error.print();
@@ -58,6 +61,28 @@ fn main() -> ExitCode {
             tracing::error!(%error, "kafka-sidecar failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What the command line asks for.
+enum Command {
+    /// Run the proxy with these flags.
+    Run(Box<Settings>),
+    /// `kafka-sidecar inject …`.
+    Inject(inject::Args),
+}
+
+/// The proxy's flags, or the `inject` subcommand with its own; the two do not mix.
+fn parse_args() -> Result<Command, clap::Error> {
+    let cli = Settings::cli()
+        .subcommand(inject::Args::command())
+        .args_conflicts_with_subcommands(true)
+        .disable_help_subcommand(true)
+        .propagate_version(true);
+    let matches = cli.try_get_matches_from(std::env::args_os())?;
+    match matches.subcommand() {
+        Some(("inject", sub)) => Ok(Command::Inject(inject::Args::from_arg_matches(sub)?)),
+        _ => Ok(Command::Run(Box::new(Settings::from_arg_matches(&matches)?))),
     }
 }
 

@@ -4,21 +4,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use support::{Sidecar, Tansu, expect_success, kcat, temp_path};
+use support::{Sidecar, Tansu, expect_success, expect_valid_manifests, kcat, kustomize, temp_path, venv_tool};
 
 const OVERLAYS: [&str; 4] = ["base", "overlays/msk", "overlays/in-cluster", "overlays/classic-sidecar"];
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A tool installed into the test venv by scripts/setup.sh.
-fn venv_tool(name: &str) -> PathBuf {
-    let python = support::python_bin();
-    python.parent().expect("venv bin").join(name)
 }
 
 #[test]
@@ -30,24 +24,14 @@ fn dockerfile_passes_hadolint() {
 #[test]
 fn every_overlay_renders_validates_and_keeps_the_policy() {
     for overlay in OVERLAYS {
-        let dir = repo().join("deploy/kubernetes").join(overlay);
-        let rendered = Command::new("kubectl").arg("kustomize").arg(&dir).output().expect("run kubectl kustomize");
-        let yaml = expect_success(&format!("kubectl kustomize {overlay}"), &rendered);
+        let yaml = kustomize(&format!("deploy/kubernetes/{overlay}"));
         let file = temp_path(&format!("{}.yaml", overlay.replace('/', "-")));
         std::fs::write(&file, &yaml).unwrap();
 
         // The native sidecar needs Kubernetes 1.29; the classic variant also runs on 1.27.
         let versions: &[&str] = if overlay.ends_with("classic-sidecar") { &["1.27.0", "1.30.0"] } else { &["1.30.0"] };
         for version in versions {
-            let validated = Command::new(venv_tool("kubernetes-validate"))
-                .args(["--strict", "--quiet", "-k", version])
-                .arg(&file)
-                .output()
-                .expect("run kubernetes-validate");
-            let report =
-                String::from_utf8_lossy(&validated.stdout).into_owned() + &String::from_utf8_lossy(&validated.stderr);
-            let failures: Vec<&str> = report.lines().filter(|l| l.contains("ERROR") || l.contains("failed")).collect();
-            assert!(validated.status.success() && failures.is_empty(), "{overlay} against {version}:\n{report}");
+            expect_valid_manifests(overlay, &file, version);
         }
 
         let config = temp_path(&format!("{}.toml", overlay.replace('/', "-")));
@@ -64,9 +48,7 @@ fn every_overlay_renders_validates_and_keeps_the_policy() {
 
 #[test]
 fn policy_check_fails_when_a_rule_is_broken() {
-    let rendered =
-        Command::new("kubectl").arg("kustomize").arg(repo().join("deploy/kubernetes/base")).output().unwrap();
-    let yaml = expect_success("kubectl kustomize base", &rendered)
+    let yaml = kustomize("deploy/kubernetes/base")
         .replace("readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false")
         .replace("prometheus.istio.io/merge-metrics: \"false\"", "prometheus.istio.io/merge-metrics: \"true\"");
     let file = temp_path("broken.yaml");
