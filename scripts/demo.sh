@@ -216,7 +216,9 @@ for label, name, metric in (
     others = [f"{kind} {error} x{n}" for kind in ("create", "delete") for error, n in sorted(r[kind].items())
               if error != "ok" and not error.endswith("(41)")]
     if others:
-        notes.append(f"other errors {label}: {', '.join(others)}")
+        why = any(o.startswith("delete UNKNOWN_TOPIC_OR_PART") for o in others)
+        why = " (deleting topics whose create had failed with 41)" if why else ""
+        notes.append(f"other errors {label}: {', '.join(others)}{why}")
 
 print(f"{'':24} {'calls':>5} {'ok':>5} {'failed with 41':>14} {'other errors':>12} {'time':>6}   {METRIC}")
 for label, calls, ok, nc, other, elapsed, metric in rows:
