@@ -74,65 +74,41 @@ deb_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
 }
 
-if deb_installed kcat && command -v kcat >/dev/null 2>&1; then
-    step "kcat: installed"
-else
-    apt_install kcat
-    step "kcat: installed from Debian"
-fi
+# need_debs [APT OPTION...] PACKAGE[:COMMAND]...: installs the packages of which one is missing,
+# or whose command is not on PATH.
+need_debs() {
+    local options=() packages=() missing=0 spec
+    while [ "${1:-}" != "${1#-}" ]; do
+        options+=("$1")
+        shift
+    done
+    for spec in "$@"; do
+        packages+=("${spec%%:*}")
+        deb_installed "${spec%%:*}" || missing=1
+        [ "$spec" = "${spec%%:*}" ] || command -v "${spec#*:}" >/dev/null 2>&1 || missing=1
+    done
+    if [ "$missing" -eq 0 ]; then
+        step "${packages[*]}: installed"
+    else
+        apt_install "${options[@]}" "${packages[@]}"
+        step "${packages[*]}: installed from Debian"
+    fi
+}
+
+need_debs kcat:kcat
 
 if [ "$FOR_DEMO" -eq 0 ]; then
-    if deb_installed prometheus && command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
-        step "prometheus: installed"
-    else
-        apt_install --no-install-recommends prometheus
-        step "prometheus: installed from Debian"
-    fi
-
+    # The server and promtool, one package (no node exporter: no recommends).
+    need_debs --no-install-recommends prometheus:promtool
     # stunnel terminates TLS in front of the test brokers; openssl makes their certificates.
-    tls_missing=()
-    deb_installed stunnel4 && command -v stunnel4 >/dev/null 2>&1 || tls_missing+=(stunnel4)
-    deb_installed openssl && command -v openssl >/dev/null 2>&1 || tls_missing+=(openssl)
-    if [ "${#tls_missing[@]}" -eq 0 ]; then
-        step "stunnel4, openssl: installed"
-    else
-        apt_install "${tls_missing[@]}"
-        step "${tls_missing[*]}: installed from Debian"
-    fi
-
+    need_debs stunnel4:stunnel4 openssl:openssl
     # Go and the Go Kafka clients, for tests/go_clients.rs (which builds its client itself).
-    go_packages=(golang-go golang-github-shopify-sarama-dev golang-github-segmentio-kafka-go-dev)
-    go_missing=()
-    for package in "${go_packages[@]}"; do
-        deb_installed "$package" || go_missing+=("$package")
-    done
-    command -v go >/dev/null 2>&1 || go_missing+=(golang-go)
-    if [ "${#go_missing[@]}" -eq 0 ]; then
-        step "${go_packages[*]}: installed"
-    else
-        apt_install "${go_packages[@]}"
-        step "${go_packages[*]}: installed from Debian"
-    fi
-
+    need_debs golang-go:go golang-github-shopify-sarama-dev golang-github-segmentio-kafka-go-dev
     # iptables blackholes a network namespace's traffic in tests/faults.rs (a silently dead peer).
-    if command -v iptables >/dev/null 2>&1; then
-        step "iptables: installed"
-    else
-        apt_install iptables
-        step "iptables: installed from Debian"
-    fi
-
+    need_debs iptables:iptables
     # podman builds and runs the image in tests/image.rs, with runc: crun, podman's default
     # runtime, fails on hosts with hybrid cgroups.
-    container_missing=()
-    deb_installed podman && command -v podman >/dev/null 2>&1 || container_missing+=(podman)
-    deb_installed runc && command -v runc >/dev/null 2>&1 || container_missing+=(runc)
-    if [ "${#container_missing[@]}" -eq 0 ]; then
-        step "podman, runc: installed"
-    else
-        apt_install "${container_missing[@]}"
-        step "${container_missing[*]}: installed from Debian"
-    fi
+    need_debs podman:podman runc:runc
 
     # kubectl renders the kustomize overlays in tests/deploy.rs; the machine image ships it.
     if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
