@@ -102,11 +102,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.frame_left == 0 && holds_whole_frame(&self.buf)
     }
 
-    /// Whether bytes of the frame being relayed are buffered.
-    pub fn has_available(&self) -> bool {
-        self.frame_left > 0 && !self.buf.is_empty()
-    }
-
     async fn read_some(&mut self) -> Result<usize, FrameError> {
         // Relayed chunks are dropped once written, so the same allocation comes back here.
         self.buf.reserve(READ_CHUNK);
@@ -187,10 +182,11 @@ mod tests {
         reader.start_relay(total);
         let mut relayed = Vec::new();
         while reader.frame_left() > 0 {
-            if !reader.has_available() {
-                reader.fill().await.unwrap();
-            }
             let chunk = reader.take_available();
+            if chunk.is_empty() {
+                reader.fill().await.unwrap();
+                continue;
+            }
             assert!(chunk.len() <= 2 * READ_CHUNK);
             relayed.extend_from_slice(&chunk);
         }

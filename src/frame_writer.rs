@@ -20,19 +20,16 @@ const MAX_SLICES_PER_WRITE: usize = 64;
 pub struct FrameWriter<W> {
     io: W,
     queue: VecDeque<Bytes>,
-    /// Bytes in `queue`.
-    queued: usize,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(io: W) -> Self {
-        FrameWriter { io, queue: VecDeque::new(), queued: 0 }
+        FrameWriter { io, queue: VecDeque::new() }
     }
 
     /// Queues `frame`; it is written by the next [`FrameWriter::flush`].
     pub fn feed(&mut self, frame: Bytes) {
         if !frame.is_empty() {
-            self.queued += frame.len();
             self.queue.push_back(frame);
         }
     }
@@ -40,11 +37,6 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Whether frames are queued and not yet written.
     pub fn has_queued(&self) -> bool {
         !self.queue.is_empty()
-    }
-
-    /// Bytes queued and not yet written.
-    pub fn queued_bytes(&self) -> usize {
-        self.queued
     }
 
     /// Queues `frame` and writes everything queued.
@@ -78,7 +70,6 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Drops `written` bytes from the front of the queue.
     fn consume(&mut self, mut written: usize) {
-        self.queued -= written;
         while written > 0 {
             let front = self.queue.front_mut().expect("only queued bytes are written");
             if written < front.len() {

@@ -299,7 +299,7 @@ impl Session {
             if policy(header.api_key).holds_request(sidecar_authenticates) {
                 match self.hold_whole(requests, total, "request").await {
                     Ok(held) => whole = Some(held),
-                    Err(FrameError::Io(error)) => return Disconnect(client_frame_error(&FrameError::Io(error), peer)),
+                    Err(error @ FrameError::Io(_)) => return Disconnect(client_frame_error(&error, peer)),
                     Err(error) => return Disconnect(self.held_frame_error(&error)),
                 }
             }
@@ -476,7 +476,7 @@ impl Session {
             }
             let (frame, held) = match self.hold_whole(&mut responses, total, "response").await {
                 Ok(whole) => whole,
-                Err(FrameError::Io(error)) => return Some(broker_frame_error(FrameError::Io(error), peer)),
+                Err(error @ FrameError::Io(_)) => return Some(broker_frame_error(error, peer)),
                 Err(error) => return Some(self.held_frame_error(&error)),
             };
             let frame = match self.answer(&entry, frame).await {
