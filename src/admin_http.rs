@@ -1,7 +1,8 @@
 //! The admin endpoint: `/metrics` (Prometheus text), `/healthz` and `/readyz`.
 //!
 //! A deliberately tiny HTTP/1.1 responder: one GET per connection, bounded request size and read
-//! time, `Connection: close`. It never touches Kafka traffic.
+//! time, `Connection: close`. Readiness is a question it is handed, not state it owns. It never
+//! touches Kafka traffic.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,14 +11,17 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::server::Context;
-
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves admin requests until the process exits (it stays up while sessions drain, so readiness
 /// can report the drain).
-pub async fn serve(listener: TcpListener, ctx: Arc<Context>, metrics: PrometheusHandle) {
+pub async fn serve(
+    listener: TcpListener,
+    not_ready: impl Fn() -> Option<&'static str> + Send + Sync + 'static,
+    metrics: PrometheusHandle,
+) {
+    let not_ready = Arc::new(not_ready);
     let upkeep = metrics.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -29,10 +33,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, metrics: Prometheus
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let ctx = ctx.clone();
+                let not_ready = not_ready.clone();
                 let metrics = metrics.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = respond(stream, &ctx, &metrics).await {
+                    if let Err(error) = respond(stream, &*not_ready, &metrics).await {
                         tracing::debug!(%error, "admin request failed");
                     }
                 });
@@ -45,7 +49,12 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, metrics: Prometheus
     }
 }
 
-async fn respond(mut stream: TcpStream, ctx: &Context, metrics: &PrometheusHandle) -> std::io::Result<()> {
+/// Answers one request; `not_ready` tells why the sidecar is not ready, if it is not.
+async fn respond(
+    mut stream: TcpStream,
+    not_ready: &(dyn Fn() -> Option<&'static str> + Send + Sync),
+    metrics: &PrometheusHandle,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let read_head = async {
         let mut chunk = [0u8; 1024];
@@ -67,7 +76,7 @@ async fn respond(mut stream: TcpStream, ctx: &Context, metrics: &PrometheusHandl
     let (status, content_type, body) = match (method, path.split('?').next().unwrap_or("")) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
-        ("GET", "/readyz") => match ctx.not_ready_reason() {
+        ("GET", "/readyz") => match not_ready() {
             None => ("200 OK", "text/plain", "ready\n".to_owned()),
             Some(reason) => ("503 Service Unavailable", "text/plain", format!("not ready: {reason}\n")),
         },

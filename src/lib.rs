@@ -8,7 +8,8 @@
 //! - `frame_writer`: frames and relayed chunks out to a connection, queued without copying, written
 //!   vectored.
 //! - `rewrite`: the few responses that carry broker addresses or versions, rewritten in place.
-//! - `topology`: node id → broker address, controller id.
+//! - `cluster`: the cluster view (node id → broker address, controller id), followed by listeners.
+//! - `backoff`: the one jittered, doubling backoff of every retry loop.
 //! - `upstream`: connecting to brokers and the socket options of every socket.
 //! - `tls`, `sasl`: securing and authenticating the sidecar's broker connections.
 //! - `listener`: the bootstrap listener and one listener per broker node id.
@@ -28,6 +29,8 @@ mod labels;
 
 pub mod admin_http;
 pub mod admin_retry;
+pub mod backoff;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod frame_reader;
@@ -42,6 +45,5 @@ pub mod session;
 pub mod stream;
 pub mod telemetry;
 pub mod tls;
-pub mod topology;
 pub mod upstream;
 pub mod wire;

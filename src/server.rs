@@ -1,8 +1,10 @@
-//! The running sidecar: shared context, start-up and graceful shutdown.
+//! The running sidecar: wires the parts together, and owns their lifetimes.
 //!
 //! `run` binds the bootstrap and admin listeners (failing fast with the address that could not be
-//! bound), starts the control loop, and on shutdown reports not-ready, stops accepting, lets every
-//! session drain its in-flight requests and waits for them up to the drain deadline.
+//! bound), builds each part with the narrow handles it needs (connector, cluster view, links,
+//! retry, listeners), starts the control loop, and on shutdown reports not-ready, stops
+//! accepting, lets every session drain its in-flight requests and waits for them up to the drain
+//! deadline. It holds no logic of its own; nothing but `main` uses it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,86 +17,15 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin_http;
+use crate::admin_retry::AdminRetry;
+use crate::cluster::ClusterView;
 use crate::config::Config;
-use crate::control::Links;
-use crate::listener::{BrokerListeners, Target};
+use crate::control::{self, Links};
+use crate::listener::{self, Accept, BrokerListeners};
+use crate::session::{self, Limits, Target};
 use crate::tls::{BrokerTls, ListenerTls, TlsError};
-use crate::topology::Topology;
 use crate::upstream::Connector;
-use crate::{admin_http, control, listener};
-
-/// State shared by every task of the sidecar.
-#[derive(Debug)]
-pub struct Context {
-    pub config: Config,
-    pub topology: Topology,
-    pub broker_listeners: BrokerListeners,
-    /// The sidecar's own connection to each broker (admin retries).
-    pub links: Links,
-    /// Opens broker connections (TCP, TLS, SASL) as configured.
-    pub connector: Connector,
-    /// TLS on the Kafka listeners, when configured.
-    pub listener_tls: Option<ListenerTls>,
-    /// Cancelled when the sidecar starts shutting down: listeners stop accepting, sessions stop
-    /// reading new requests.
-    pub shutdown: CancellationToken,
-    /// Every session task, so shutdown can wait for them.
-    pub sessions: TaskTracker,
-    /// One permit per client connection allowed at once.
-    pub connection_permits: Arc<Semaphore>,
-    /// One permit per byte of frames held whole at once (`--buffer-budget-bytes`).
-    pub buffer_budget: Arc<Semaphore>,
-    draining: AtomicBool,
-}
-
-impl Context {
-    /// The shared state for `config`; fails when the TLS files cannot be loaded.
-    pub fn new(config: Config) -> Result<Self, ServerError> {
-        let tls = config.tls.clone().map(BrokerTls::new).transpose()?;
-        let connector = Connector::new(config.upstream, config.sockets, tls, config.sasl.clone());
-        let listener_tls = config.listener_tls.clone().map(ListenerTls::new).transpose()?;
-        let connection_permits = Arc::new(Semaphore::new(config.max_client_connections));
-        let buffer_budget = Arc::new(Semaphore::new(config.buffer_budget_bytes));
-        Ok(Context {
-            connector,
-            listener_tls,
-            config,
-            topology: Topology::default(),
-            broker_listeners: BrokerListeners::default(),
-            links: Links::default(),
-            shutdown: CancellationToken::new(),
-            sessions: TaskTracker::new(),
-            connection_permits,
-            buffer_budget,
-            draining: AtomicBool::new(false),
-        })
-    }
-
-    /// The configured bootstrap servers, then every broker address learned since, each once.
-    pub fn bootstrap_addresses(&self) -> Vec<String> {
-        let mut addresses = self.config.bootstrap_servers.clone();
-        for address in self.topology.addresses() {
-            if !addresses.contains(&address) {
-                addresses.push(address);
-            }
-        }
-        addresses
-    }
-
-    /// Why the sidecar is not ready, or `None` when it is: ready once metadata has been fetched
-    /// and while the cluster is reachable, until shutdown begins.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
-        if self.draining.load(Ordering::Relaxed) {
-            Some("shutting down")
-        } else if !self.topology.has_metadata() {
-            Some("no metadata from the cluster yet")
-        } else if !self.topology.is_reachable() {
-            Some("cluster unreachable")
-        } else {
-            None
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -111,43 +42,89 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let bootstrap_addr = SocketAddr::new(config.listen_host, config.bootstrap_port);
-    let bootstrap = TcpListener::bind(bootstrap_addr).await.map_err(|source| ServerError::Bind {
-        what: "bootstrap",
-        addr: bootstrap_addr,
-        source,
-    })?;
+    let bootstrap = bind("bootstrap", bootstrap_addr).await?;
     let admin_addr = config.admin_listen;
-    let admin = TcpListener::bind(admin_addr).await.map_err(|source| ServerError::Bind {
-        what: "admin",
-        addr: admin_addr,
-        source,
-    })?;
+    let admin = bind("admin", admin_addr).await?;
 
-    let ctx = Arc::new(Context::new(config)?);
+    let tls = config.tls.clone().map(BrokerTls::new).transpose()?;
+    let listener_tls = config.listener_tls.clone().map(ListenerTls::new).transpose()?;
+    let connector = Arc::new(Connector::new(config.upstream, config.sockets, tls, config.sasl.clone()));
+    let cluster = Arc::new(ClusterView::new(config.bootstrap_servers.clone()));
+    let links = Arc::new(Links::new(connector.clone(), cluster.clone(), config.max_frame_bytes));
+    let stop_accepting = CancellationToken::new();
+    let sessions = Arc::new(session::Shared {
+        connector,
+        cluster: cluster.clone(),
+        retry: AdminRetry::new(config.admin_retry, links.clone()),
+        listener_tls,
+        advertised: config.advertised.clone(),
+        limits: Limits {
+            max_frame_bytes: config.max_frame_bytes,
+            max_buffered_frame_bytes: config.max_buffered_frame_bytes,
+            max_inflight: config.max_inflight,
+            client_idle_timeout: config.client_idle_timeout,
+            handshake_timeout: config.upstream.connect_timeout,
+        },
+        buffer_budget: Arc::new(Semaphore::new(config.buffer_budget_bytes)),
+        shutdown: stop_accepting.clone(),
+    });
+    let tracker = TaskTracker::new();
+    let accept = Accept {
+        sessions,
+        tracker: tracker.clone(),
+        permits: Arc::new(Semaphore::new(config.max_client_connections)),
+        limit: config.max_client_connections,
+        sockets: config.sockets,
+        shutdown: stop_accepting.clone(),
+    };
+    let broker_listeners = BrokerListeners::new(config.listen_host, config.advertised.clone(), accept.clone());
+    cluster.subscribe(Arc::new(broker_listeners));
+
     tracing::info!(
         bootstrap = %bootstrap_addr,
         admin = %admin_addr,
-        brokers = ?ctx.config.bootstrap_servers,
-        broker_port_base = ctx.config.advertised.port_base,
+        brokers = ?config.bootstrap_servers,
+        broker_port_base = config.advertised.port_base,
         "kafka-sidecar listening"
     );
-    tokio::spawn(admin_http::serve(admin, ctx.clone(), metrics));
-    let control = tokio::spawn(control::run(ctx.clone()));
-    tokio::spawn(listener::accept_loop(ctx.clone(), bootstrap, Target::Bootstrap));
+    let draining = Arc::new(AtomicBool::new(false));
+    tokio::spawn(admin_http::serve(admin, readiness(cluster.clone(), draining.clone()), metrics));
+    let control = tokio::spawn(control::refresh_metadata(links, config.metadata_refresh, stop_accepting.clone()));
+    tokio::spawn(listener::accept_loop(accept, bootstrap, Target::Bootstrap));
 
     shutdown.await;
-    ctx.draining.store(true, Ordering::Relaxed);
-    if !ctx.config.shutdown_delay.is_zero() {
-        tracing::info!(delay = ?ctx.config.shutdown_delay, "shutting down: not ready, still serving");
-        tokio::time::sleep(ctx.config.shutdown_delay).await;
+    draining.store(true, Ordering::Relaxed);
+    if !config.shutdown_delay.is_zero() {
+        tracing::info!(delay = ?config.shutdown_delay, "shutting down: not ready, still serving");
+        tokio::time::sleep(config.shutdown_delay).await;
     }
-    tracing::info!(drain_timeout = ?ctx.config.drain_timeout, "shutting down: draining client connections");
-    ctx.shutdown.cancel();
-    ctx.sessions.close();
-    if tokio::time::timeout(ctx.config.drain_timeout, ctx.sessions.wait()).await.is_err() {
-        tracing::warn!(remaining = ctx.sessions.len(), "drain deadline passed; closing remaining connections");
+    tracing::info!(drain_timeout = ?config.drain_timeout, "shutting down: draining client connections");
+    stop_accepting.cancel();
+    tracker.close();
+    if tokio::time::timeout(config.drain_timeout, tracker.wait()).await.is_err() {
+        tracing::warn!(remaining = tracker.len(), "drain deadline passed; closing remaining connections");
     }
     control.abort();
     tracing::info!("kafka-sidecar stopped");
     Ok(())
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+/// Why the sidecar is not ready, or `None` when it is: ready once metadata has been fetched and
+/// while the cluster is reachable, until shutdown begins.
+fn readiness(cluster: Arc<ClusterView>, draining: Arc<AtomicBool>) -> impl Fn() -> Option<&'static str> {
+    move || {
+        if draining.load(Ordering::Relaxed) {
+            Some("shutting down")
+        } else if !cluster.has_metadata() {
+            Some("no metadata from the cluster yet")
+        } else if !cluster.is_reachable() {
+            Some("cluster unreachable")
+        } else {
+            None
+        }
+    }
 }

@@ -14,6 +14,7 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout};
 
+use crate::backoff::Backoff;
 use crate::sasl::{SaslConfig, SaslError};
 use crate::stream::Stream;
 use crate::telemetry;
@@ -188,8 +189,8 @@ impl Connector {
         Ok(Connected { stream, addr: addr.to_owned(), reauthenticate_at })
     }
 
-    /// Tries every address in order, for up to `connect_attempts` rounds with doubling backoff
-    /// between rounds. Returns the stream and the address it reached. `node` labels the attempts
+    /// Tries every address in order, for up to `connect_attempts` rounds with doubling, jittered
+    /// backoff between rounds. Returns the stream and the address it reached. `node` labels the attempts
     /// in metrics.
     pub async fn connect_any(&self, addrs: &[String], node: &str) -> Result<Connected, ConnectError> {
         let config = &self.config;
@@ -198,11 +199,10 @@ impl Connector {
             return Err(ConnectError::NoAddress);
         }
         let mut last_error = ConnectError::NoAddress;
-        let mut backoff = config.connect_backoff;
+        let mut backoff = Backoff::new(config.connect_backoff, config.connect_backoff * 10);
         for round in 0..config.connect_attempts {
             if round > 0 {
-                sleep(backoff).await;
-                backoff = (backoff * 2).min(config.connect_backoff * 10);
+                sleep(backoff.next_delay()).await;
             }
             for addr in addrs {
                 let started = Instant::now();

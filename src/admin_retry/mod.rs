@@ -12,8 +12,8 @@
 pub mod layout;
 pub mod plan;
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use kafka_protocol::messages::ApiKey;
 pub use layout::{Granularity, granularity};
 use layout::{RequestLayout, ResponseLayout};
 
-use crate::server::Context;
+use crate::backoff::Backoff;
 use crate::telemetry::{self, RetryOutcome};
 use crate::wire::{DecodeError, response_body_offset};
 
@@ -34,6 +34,42 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// Upper bound on the time spent retrying, whatever the request's own timeout.
     pub budget: Duration,
+}
+
+/// A future the links return, boxed so that the retry can hold any implementation.
+pub type LinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LinkError>> + Send + 'a>>;
+
+/// How the retry reaches the cluster: the one interface it needs, implemented over the sidecar's
+/// own broker connections (`control::Links`) and by scripted fakes in tests.
+pub trait ControllerLinks: Send + Sync {
+    /// Every known broker's node id.
+    fn node_ids(&self) -> Vec<i32>;
+    /// Which broker `node_id` reports as the controller (`None`: it reports none).
+    fn controller_as_seen_by(&self, node_id: i32) -> LinkFuture<'_, Option<i32>>;
+    /// Sends a client's request frame to broker `node_id` and returns its answer, with the
+    /// client's correlation id.
+    fn forward<'a>(&'a self, node_id: i32, request: &'a [u8]) -> LinkFuture<'a, Bytes>;
+}
+
+/// Why a link gave no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct LinkError {
+    /// Whether the request may have reached the broker (so it must not be sent again).
+    pub maybe_applied: bool,
+    pub reason: String,
+}
+
+/// The NOT_CONTROLLER retry, as sessions hold it: the policy and the links to the cluster.
+pub struct AdminRetry {
+    policy: RetryPolicy,
+    links: Arc<dyn ControllerLinks>,
+}
+
+impl std::fmt::Debug for AdminRetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminRetry").field("policy", &self.policy).finish_non_exhaustive()
+    }
 }
 
 /// The client request a response answers, as the retry needs it.
@@ -54,34 +90,40 @@ pub enum RetryError {
     AnswerLost { api: &'static str, reason: String },
 }
 
-/// Returns the response the client should see: `response` itself unless it carries
-/// NOT_CONTROLLER, else the result of retrying against the controller. `answered_by` is the node
-/// id of the broker that answered, when known.
-pub async fn recover(
-    ctx: &Arc<Context>,
-    request: &AdminRequest,
-    response: Bytes,
-    answered_by: Option<i32>,
-) -> Result<Bytes, RetryError> {
-    let Some(granularity) = granularity(request.api_key as i16) else {
-        return Ok(response);
-    };
-    let first = read_response(request, &response)?;
-    let (response, layout) = if plan::has_not_controller(&first) {
-        let requested = layout::request(request.api_key, request.api_version, &request.frame, request.body_offset)
-            .map_err(|source| malformed(request, source))?;
-        Retry { ctx, request, granularity, requested, answered_by }.run(response, first).await?
-    } else {
-        (response, first)
-    };
-    for code in plan::error_codes(&layout) {
-        telemetry::response_error(request.api_key as i16, code);
+impl AdminRetry {
+    pub fn new(policy: RetryPolicy, links: Arc<dyn ControllerLinks>) -> Self {
+        AdminRetry { policy, links }
     }
-    Ok(response)
+
+    /// Returns the response the client should see: `response` itself unless it carries
+    /// NOT_CONTROLLER, else the result of retrying against the controller. `answered_by` is the
+    /// node id of the broker that answered, when known.
+    pub async fn recover(
+        &self,
+        request: &AdminRequest,
+        response: Bytes,
+        answered_by: Option<i32>,
+    ) -> Result<Bytes, RetryError> {
+        let Some(granularity) = granularity(request.api_key as i16) else {
+            return Ok(response);
+        };
+        let first = read_response(request, &response)?;
+        let (response, layout) = if plan::has_not_controller(&first) {
+            let requested = layout::request(request.api_key, request.api_version, &request.frame, request.body_offset)
+                .map_err(|source| malformed(request, source))?;
+            Retry { retry: self, request, granularity, requested, answered_by }.run(response, first).await?
+        } else {
+            (response, first)
+        };
+        for code in plan::error_codes(&layout) {
+            telemetry::response_error(request.api_key as i16, code);
+        }
+        Ok(response)
+    }
 }
 
 struct Retry<'a> {
-    ctx: &'a Arc<Context>,
+    retry: &'a AdminRetry,
     request: &'a AdminRequest,
     granularity: Granularity,
     requested: RequestLayout,
@@ -95,9 +137,9 @@ impl Retry<'_> {
         mut current_layout: ResponseLayout,
     ) -> Result<(Bytes, ResponseLayout), RetryError> {
         let api = crate::wire::api_name(self.request.api_key as i16);
-        let policy = self.ctx.config.admin_retry;
+        let policy = self.retry.policy;
         let deadline = self.request.received + self.budget(&policy);
-        let mut backoff = policy.initial_backoff;
+        let mut backoff = Backoff::new(policy.initial_backoff, policy.max_backoff);
         // Brokers that answered 41 in this recovery: while metadata still names one of them (a
         // stale view), the request goes to a broker that has not said 41 yet. A ZooKeeper-mode
         // broker answers 41 before doing anything, so trying one is harmless.
@@ -106,8 +148,7 @@ impl Retry<'_> {
         loop {
             if attempts > 0 {
                 let left = deadline.saturating_duration_since(Instant::now());
-                tokio::time::sleep(jittered(backoff).min(left)).await;
-                backoff = (backoff * 2).min(policy.max_backoff);
+                tokio::time::sleep(backoff.next_delay().min(left)).await;
             }
             if Instant::now() >= deadline {
                 tracing::warn!(api, attempts, "NOT_CONTROLLER retries exhausted; returning the last answer");
@@ -132,10 +173,10 @@ impl Retry<'_> {
                 }
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let answer = tokio::time::timeout(remaining, self.ctx.links.forward(self.ctx, controller, &retry_request));
+            let answer = tokio::time::timeout(remaining, self.retry.links.forward(controller, &retry_request));
             let answer = match answer.await {
                 Ok(Ok(answer)) => answer,
-                Ok(Err(error)) if error.maybe_applied() => {
+                Ok(Err(error)) if error.maybe_applied => {
                     telemetry::not_controller_retry(api, RetryOutcome::Lost);
                     return Err(RetryError::AnswerLost { api, reason: error.to_string() });
                 }
@@ -181,7 +222,7 @@ impl Retry<'_> {
         if !said_not_controller.contains(&reported) {
             return reported;
         }
-        let mut untried = self.ctx.topology.node_ids();
+        let mut untried = self.retry.links.node_ids();
         untried.retain(|id| !said_not_controller.contains(id));
         untried.sort_unstable();
         untried.first().copied().unwrap_or_else(|| {
@@ -193,10 +234,10 @@ impl Retry<'_> {
     /// Asks brokers other than `not_from` (the last one that answered 41, whose view of the
     /// controller may be stale) which broker is the controller.
     async fn find_controller(&self, not_from: Option<i32>) -> Option<i32> {
-        let mut candidates = self.ctx.topology.node_ids();
+        let mut candidates = self.retry.links.node_ids();
         candidates.sort_by_key(|id| Some(*id) == not_from);
         for node_id in candidates {
-            match self.ctx.links.controller_as_seen_by(self.ctx, node_id).await {
+            match self.retry.links.controller_as_seen_by(node_id).await {
                 Ok(Some(controller)) => return Some(controller),
                 Ok(None) => {}
                 Err(error) => tracing::debug!(node_id, %error, "metadata refresh for retry failed"),
@@ -214,13 +255,6 @@ fn read_response(request: &AdminRequest, response: &[u8]) -> Result<ResponseLayo
 
 fn malformed(request: &AdminRequest, source: DecodeError) -> RetryError {
     RetryError::Malformed { api: crate::wire::api_name(request.api_key as i16), version: request.api_version, source }
-}
-
-/// A random duration between half of `backoff` and all of it.
-fn jittered(backoff: Duration) -> Duration {
-    let random = RandomState::new().hash_one(Instant::now());
-    let half = backoff / 2;
-    half + Duration::from_nanos(random % (half.as_nanos() as u64 + 1))
 }
 
 #[cfg(test)]

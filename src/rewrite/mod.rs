@@ -1,7 +1,7 @@
 //! Rewriting of the few broker responses that carry broker addresses or version ranges.
 //!
 //! Each rewriter walks its response with the bounds-checked [`Reader`], records the real broker
-//! endpoints it passes (for `topology`) and splices the sidecar's own address over each one. The
+//! endpoints it passes (for the cluster view) and splices the sidecar's own address over each one. The
 //! rest of the frame is copied as it came, so fields the sidecar does not understand survive and
 //! every version the broker speaks is handled, old ones included. Nothing here does I/O.
 
@@ -70,6 +70,23 @@ pub fn response(
     frame: &Bytes,
     advertised: &Advertised,
 ) -> Result<Option<Rewritten>, RewriteError> {
+    walk(api_key, api_version, frame, Some(advertised))
+}
+
+/// Reads the broker endpoints and controller id a response carries, with the same walk as
+/// [`response`] but changing nothing: the frame returned is `frame` itself.
+pub fn inspect(api_key: i16, api_version: i16, frame: &Bytes) -> Result<Option<Rewritten>, RewriteError> {
+    walk(api_key, api_version, frame, None)
+}
+
+/// Walks a response the table rewrites; splices the sidecar's address over every endpoint when
+/// `advertised` is given.
+fn walk(
+    api_key: i16,
+    api_version: i16,
+    frame: &Bytes,
+    advertised: Option<&Advertised>,
+) -> Result<Option<Rewritten>, RewriteError> {
     let Ok(key) = ApiKey::try_from(api_key) else {
         return Ok(None);
     };
@@ -93,7 +110,8 @@ pub(crate) struct Walk<'a> {
     /// The body's walk: reader positions are relative to the body.
     pub walker: Walker<'a>,
     pub version: i16,
-    pub advertised: &'a Advertised,
+    /// The address spliced over every endpoint; `None` reads without changing anything.
+    pub advertised: Option<&'a Advertised>,
     splices: Splices,
     pub brokers: Vec<Endpoint>,
     pub controller_id: Option<i32>,
@@ -101,7 +119,7 @@ pub(crate) struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
-    fn new(frame: &'a [u8], body: usize, version: i16, advertised: &'a Advertised, api: &'static str) -> Self {
+    fn new(frame: &'a [u8], body: usize, version: i16, advertised: Option<&'a Advertised>, api: &'static str) -> Self {
         Walk {
             walker: Walker::new(frame, body),
             version,
@@ -134,11 +152,13 @@ impl<'a> Walk<'a> {
         if node_id < 0 {
             return Ok(());
         }
-        let local_port = self.advertised.port_for(node_id)?;
-        let mut writer = Writer::with_capacity(self.advertised.host.len() + 6);
-        writer.string(self.advertised.host.as_bytes(), flexible).i32(i32::from(local_port));
-        let end = self.walker.reader.position();
-        self.splice(start..end, writer.into_inner());
+        if let Some(advertised) = self.advertised {
+            let local_port = advertised.port_for(node_id)?;
+            let mut writer = Writer::with_capacity(advertised.host.len() + 6);
+            writer.string(advertised.host.as_bytes(), flexible).i32(i32::from(local_port));
+            let end = self.walker.reader.position();
+            self.splice(start..end, writer.into_inner());
+        }
         if learn {
             let host = String::from_utf8_lossy(host).into_owned();
             self.brokers.push(Endpoint { node_id, host, port });

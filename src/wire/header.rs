@@ -7,6 +7,7 @@
 use std::ops::Range;
 use std::sync::OnceLock;
 
+use bytes::BytesMut;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
 
@@ -73,6 +74,28 @@ pub fn response_correlation_id(frame: &[u8]) -> Result<i32, DecodeError> {
     let mut reader = Reader::new(frame);
     reader.skip(LENGTH_PREFIX)?;
     reader.i32()
+}
+
+/// Where the correlation id sits in a whole request frame (after api key and version).
+const REQUEST_CORRELATION_ID: usize = LENGTH_PREFIX + 4;
+/// Where it sits in a whole response frame.
+const RESPONSE_CORRELATION_ID: usize = LENGTH_PREFIX;
+
+/// A copy of a whole request frame under another correlation id.
+pub fn with_request_correlation_id(frame: &[u8], correlation_id: i32) -> Result<BytesMut, DecodeError> {
+    with_correlation_id(frame, REQUEST_CORRELATION_ID, correlation_id)
+}
+
+/// A copy of a whole response frame under another correlation id.
+pub fn with_response_correlation_id(frame: &[u8], correlation_id: i32) -> Result<BytesMut, DecodeError> {
+    with_correlation_id(frame, RESPONSE_CORRELATION_ID, correlation_id)
+}
+
+fn with_correlation_id(frame: &[u8], at: usize, correlation_id: i32) -> Result<BytesMut, DecodeError> {
+    let mut copy = BytesMut::from(frame);
+    let field = copy.get_mut(at..at + 4).ok_or(DecodeError::Invalid("frame shorter than its header"))?;
+    field.copy_from_slice(&correlation_id.to_be_bytes());
+    Ok(copy)
 }
 
 /// Where the body of a response to `api_key` at `api_version` starts in the whole frame.

@@ -16,7 +16,7 @@ pub use cursor::{DecodeError, Reader, Writer};
 pub use encode::{CLIENT_ID, EncodeError, encode_request, encode_response};
 pub use header::{
     RequestHeader, api_name, error_name, peek_request_header, response_body_offset, response_correlation_id,
-    response_error_code, top_level_error_offset,
+    response_error_code, top_level_error_offset, with_request_correlation_id, with_response_correlation_id,
 };
 pub use splice::Splices;
 pub use walker::Walker;

@@ -1,26 +1,27 @@
-//! The sidecar's own long-lived connections to the cluster: one that refreshes metadata, and one
-//! per broker ([`Links`]) for admin retries and targeted metadata reads.
+//! One connection of the sidecar's own to a broker ([`ControlConnection`]), and the set of them,
+//! one per broker ([`Links`]): what the NOT_CONTROLLER retry reaches the cluster through.
 //!
-//! Metadata is refreshed periodically and whenever a session asks, so the broker map and
-//! controller id are always known. A broker may close a connection while it idles
-//! (`connections.max.idle.ms`): a request that finds its connection stale reconnects and, when it
-//! had not been sent, goes again; a request that may have reached the broker is never re-sent.
-//! Failures back off instead of retrying in a loop.
+//! A broker may close a connection while it idles (`connections.max.idle.ms`): a request that
+//! finds its connection stale reconnects and, when it had not been sent, goes again; a request
+//! that may have reached the broker is never re-sent. Metadata answers are read with the
+//! rewriter's walk and taught to the cluster view.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, MetadataRequest};
 use kafka_protocol::protocol::Encodable;
 use tokio_util::codec::Framed;
 
-use crate::rewrite::{self, Endpoint};
-use crate::server::Context;
+use crate::admin_retry::{ControllerLinks, LinkError, LinkFuture};
+use crate::cluster::{ClusterView, Learned};
+use crate::rewrite;
 use crate::stream::Stream;
-use crate::telemetry::{self, RefreshResult};
-use crate::upstream::ConnectError;
+use crate::upstream::{ConnectError, Connector};
 use crate::wire::{self, DecodeError, EncodeError, FrameCodec, FrameError, Reader, encode_request};
 
 /// The Metadata version the control connection asks for, at most.
@@ -54,84 +55,13 @@ pub enum ControlError {
     LostInFlight(String),
 }
 
-impl ControlError {
-    /// Whether the request may have reached the broker (so it must not be sent again).
-    pub fn maybe_applied(&self) -> bool {
-        matches!(self, ControlError::LostInFlight(_))
+impl From<ControlError> for LinkError {
+    fn from(error: ControlError) -> Self {
+        LinkError { maybe_applied: matches!(error, ControlError::LostInFlight(_)), reason: error.to_string() }
     }
 }
 
-/// Refreshes metadata until shutdown.
-pub async fn run(ctx: Arc<Context>) {
-    let mut connection: Option<ControlConnection> = None;
-    let mut failures = 0u32;
-    loop {
-        match refresh(&ctx, &mut connection).await {
-            Ok(()) => {
-                if failures > 0 {
-                    tracing::info!("metadata refresh recovered");
-                }
-                failures = 0;
-                ctx.topology.set_reachable(true);
-                telemetry::metadata_refresh(RefreshResult::Ok);
-            }
-            Err(error) => {
-                connection = None;
-                if failures == 0 {
-                    tracing::warn!(%error, "metadata refresh failed");
-                } else {
-                    tracing::debug!(%error, failures, "metadata refresh failed again");
-                }
-                failures += 1;
-                ctx.topology.set_reachable(false);
-                telemetry::metadata_refresh(RefreshResult::Error);
-            }
-        }
-        let wait = if failures == 0 {
-            ctx.config.metadata_refresh
-        } else {
-            (Duration::from_millis(250) * 2u32.pow(failures.min(6))).min(ctx.config.metadata_refresh)
-        };
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-            _ = ctx.topology.refresh_requested() => {
-                // Many sessions may ask at once: let their requests coalesce.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn refresh(ctx: &Arc<Context>, connection: &mut Option<ControlConnection>) -> Result<(), ControlError> {
-    if let Some(conn) = connection.as_mut()
-        && conn.is_stale().await
-    {
-        *connection = None;
-    }
-    let reused = connection.is_some();
-    if !reused {
-        *connection = Some(ControlConnection::open(ctx).await?);
-    }
-    let conn = connection.as_mut().expect("connection just set");
-    let result = match conn.fetch_metadata(ctx).await {
-        Err(error) if reused => {
-            tracing::debug!(%error, "control connection went stale; reconnecting");
-            *connection = Some(ControlConnection::open(ctx).await?);
-            connection.as_mut().expect("connection just set").fetch_metadata(ctx).await
-        }
-        other => other,
-    };
-    let (brokers, controller_id) = result?;
-    ctx.topology.learn(&brokers, controller_id);
-    ctx.topology.metadata_received();
-    for broker in &brokers {
-        crate::listener::ensure_broker_listener(ctx, broker.node_id);
-    }
-    Ok(())
-}
-
-struct ControlConnection {
+pub(super) struct ControlConnection {
     framed: Framed<Stream, FrameCodec>,
     /// When the SASL session must be renewed (KIP-368): the connection is replaced before then.
     reauthenticate_at: Option<Instant>,
@@ -142,23 +72,21 @@ struct ControlConnection {
 }
 
 impl ControlConnection {
-    async fn open(ctx: &Context) -> Result<Self, ControlError> {
-        Self::open_to(ctx, &ctx.bootstrap_addresses()).await
-    }
-
-    async fn open_to(ctx: &Context, addresses: &[String]) -> Result<Self, ControlError> {
-        let connected = ctx.connector.connect_any(addresses, "control").await?;
+    async fn open(links: &Links, addresses: &[String]) -> Result<Self, ControlError> {
+        let connected = links.connector.connect_any(addresses, "control").await?;
         tracing::debug!(addr = %connected.addr, "control connection open");
-        let framed = Framed::new(connected.stream, FrameCodec::responses(ctx.config.max_frame_bytes));
+        let framed = Framed::new(connected.stream, FrameCodec::responses(links.max_frame_bytes));
         let mut conn = ControlConnection {
             framed,
             reauthenticate_at: connected.reauthenticate_at,
-            request_timeout: ctx.config.upstream.connect_timeout.max(MIN_REQUEST_TIMEOUT),
+            request_timeout: links.request_timeout,
             metadata_version: MIN_METADATA_VERSION,
             next_correlation_id: 0,
         };
-        let response = conn.round_trip(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default()).await?;
-        let broker_max = metadata_max_version(&response[8..])?;
+        let version = 0;
+        let response = conn.round_trip(ApiKey::ApiVersions, version, &ApiVersionsRequest::default()).await?;
+        let body = wire::response_body_offset(&response, ApiKey::ApiVersions, version)?;
+        let broker_max = metadata_max_version(&response[body..])?;
         if broker_max < MIN_METADATA_VERSION {
             return Err(ControlError::NoMetadataVersion);
         }
@@ -166,19 +94,19 @@ impl ControlConnection {
         Ok(conn)
     }
 
-    async fn fetch_metadata(&mut self, ctx: &Context) -> Result<(Vec<Endpoint>, Option<i32>), ControlError> {
+    /// The brokers and controller the cluster reports, read without rewriting anything.
+    pub(super) async fn fetch_metadata(&mut self) -> Result<Learned, ControlError> {
         let request = MetadataRequest::default().with_topics(Some(Vec::new()));
         let version = self.metadata_version;
         let frame = self.round_trip(ApiKey::Metadata, version, &request).await?;
-        let rewritten = rewrite::response(ApiKey::Metadata as i16, version, &frame, &ctx.config.advertised)?
-            .expect("metadata responses are walked");
-        Ok((rewritten.brokers, rewritten.controller_id))
+        let read = rewrite::inspect(ApiKey::Metadata as i16, version, &frame)?.expect("metadata responses are walked");
+        Ok(Learned { brokers: read.brokers, controller_id: read.controller_id, metadata: true })
     }
 
     /// Whether the broker has closed this idle connection (its end reads as closed right away).
     /// Also stale once its SASL session is due for renewal: a fresh connection authenticates
     /// anew, and nothing sent on it can be cut off by the broker's session deadline.
-    async fn is_stale(&mut self) -> bool {
+    pub(super) async fn is_stale(&mut self) -> bool {
         self.reauthenticate_at.is_some_and(|at| Instant::now() >= at)
             || matches!(tokio::time::timeout(Duration::ZERO, self.framed.next()).await, Ok(None | Some(Err(_))))
     }
@@ -186,10 +114,10 @@ impl ControlConnection {
     /// Sends a client's request frame under a correlation id of this connection and returns the
     /// answer with the client's correlation id restored.
     async fn relay(&mut self, request: &[u8]) -> Result<Bytes, ControlError> {
+        let header = wire::peek_request_header(request)?;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         let correlation_id = self.next_correlation_id;
-        let mut frame = BytesMut::from(request);
-        frame[8..12].copy_from_slice(&correlation_id.to_be_bytes());
+        let frame = wire::with_request_correlation_id(request, correlation_id)?;
         self.framed.send(frame.freeze()).await?;
         let lost = |e: &dyn std::fmt::Display| ControlError::LostInFlight(e.to_string());
         loop {
@@ -199,9 +127,7 @@ impl ControlConnection {
                 Some(Ok(frame)) => frame,
             };
             if wire::response_correlation_id(&answer)? == correlation_id {
-                let mut answer = BytesMut::from(&answer[..]);
-                answer[4..8].copy_from_slice(&request[8..12]);
-                return Ok(answer.freeze());
+                return Ok(wire::with_response_correlation_id(&answer, header.correlation_id)?.freeze());
             }
         }
     }
@@ -245,10 +171,16 @@ fn metadata_max_version(body: &[u8]) -> Result<i16, DecodeError> {
 }
 
 /// The sidecar's own long-lived connection to each broker, opened on first use.
-#[derive(Debug, Default)]
 pub struct Links {
-    by_node: std::sync::Mutex<std::collections::HashMap<i32, Arc<tokio::sync::Mutex<Option<ControlConnection>>>>>,
+    connector: Arc<Connector>,
+    cluster: Arc<ClusterView>,
+    max_frame_bytes: usize,
+    /// How long the sidecar's own requests may wait for an answer.
+    request_timeout: Duration,
+    by_node: std::sync::Mutex<HashMap<i32, Link>>,
 }
+
+type Link = Arc<tokio::sync::Mutex<Option<ControlConnection>>>;
 
 impl std::fmt::Debug for ControlConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -256,8 +188,30 @@ impl std::fmt::Debug for ControlConnection {
     }
 }
 
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links").field("request_timeout", &self.request_timeout).finish_non_exhaustive()
+    }
+}
+
 impl Links {
-    fn link(&self, node_id: i32) -> Arc<tokio::sync::Mutex<Option<ControlConnection>>> {
+    /// Links that dial with `connector`, find brokers in `cluster` and teach it what they read.
+    /// Requests wait at least [`MIN_REQUEST_TIMEOUT`] for an answer, longer when connecting may.
+    pub fn new(connector: Arc<Connector>, cluster: Arc<ClusterView>, max_frame_bytes: usize) -> Self {
+        let request_timeout = connector.config.connect_timeout.max(MIN_REQUEST_TIMEOUT);
+        Links { connector, cluster, max_frame_bytes, request_timeout, by_node: Default::default() }
+    }
+
+    pub fn cluster(&self) -> &Arc<ClusterView> {
+        &self.cluster
+    }
+
+    /// A control connection to the first of `addresses` that answers.
+    pub(super) async fn open(&self, addresses: &[String]) -> Result<ControlConnection, ControlError> {
+        ControlConnection::open(self, addresses).await
+    }
+
+    fn link(&self, node_id: i32) -> Link {
         self.by_node.lock().expect("links lock").entry(node_id).or_default().clone()
     }
 
@@ -265,7 +219,6 @@ impl Links {
     /// idle) as needed.
     async fn connected(
         &self,
-        ctx: &Context,
         node_id: i32,
     ) -> Result<tokio::sync::OwnedMutexGuard<Option<ControlConnection>>, ControlError> {
         let mut slot = self.link(node_id).lock_owned().await;
@@ -276,32 +229,46 @@ impl Links {
             *slot = None;
         }
         if slot.is_none() {
-            let address = ctx.topology.address(node_id).ok_or(ControlError::UnknownBroker(node_id))?;
-            *slot = Some(ControlConnection::open_to(ctx, &[address]).await?);
+            let address = self.cluster.address(node_id).ok_or(ControlError::UnknownBroker(node_id))?;
+            *slot = Some(self.open(&[address]).await?);
         }
         Ok(slot)
     }
 
-    /// Reads metadata from broker `node_id`, teaches it to the topology and returns the
+    /// Reads metadata from broker `node_id`, teaches it to the cluster view and returns the
     /// controller id it reports.
-    pub async fn controller_as_seen_by(&self, ctx: &Context, node_id: i32) -> Result<Option<i32>, ControlError> {
-        let mut slot = self.connected(ctx, node_id).await?;
-        let result = slot.as_mut().expect("connected").fetch_metadata(ctx).await;
+    pub async fn controller_as_seen_by(&self, node_id: i32) -> Result<Option<i32>, ControlError> {
+        let mut slot = self.connected(node_id).await?;
+        let result = slot.as_mut().expect("connected").fetch_metadata().await;
         if result.is_err() {
             *slot = None;
         }
-        let (brokers, controller_id) = result?;
-        ctx.topology.learn(&brokers, controller_id);
-        Ok(controller_id.filter(|id| *id >= 0))
+        let learned = result?;
+        self.cluster.learn(&learned);
+        Ok(learned.controller_id.filter(|id| *id >= 0))
     }
 
     /// Sends a client's request to broker `node_id` and returns its answer.
-    pub async fn forward(&self, ctx: &Context, node_id: i32, request: &[u8]) -> Result<Bytes, ControlError> {
-        let mut slot = self.connected(ctx, node_id).await?;
+    pub async fn forward(&self, node_id: i32, request: &[u8]) -> Result<Bytes, ControlError> {
+        let mut slot = self.connected(node_id).await?;
         let result = slot.as_mut().expect("connected").relay(request).await;
         if result.is_err() {
             *slot = None;
         }
         result
+    }
+}
+
+impl ControllerLinks for Links {
+    fn node_ids(&self) -> Vec<i32> {
+        self.cluster.node_ids()
+    }
+
+    fn controller_as_seen_by(&self, node_id: i32) -> LinkFuture<'_, Option<i32>> {
+        Box::pin(async move { Ok(Links::controller_as_seen_by(self, node_id).await?) })
+    }
+
+    fn forward<'a>(&'a self, node_id: i32, request: &'a [u8]) -> LinkFuture<'a, Bytes> {
+        Box::pin(async move { Ok(Links::forward(self, node_id, request).await?) })
     }
 }

@@ -1,0 +1,165 @@
+//! The request half of a session: client → broker.
+//!
+//! Reads the head of each client frame, peeks its header, records an in-flight entry for every
+//! request that will be answered and relays the frame as it arrives, or holds it whole where the
+//! policy table says so. It never decodes a request body beyond the header and Produce's `acks`.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use kafka_protocol::messages::ApiKey;
+use tokio::sync::mpsc;
+
+use super::{
+    BrokerWriter, ClientReader, InFlight, Leg, REQUEST_HEAD, RequestsEnd, Session, client_frame_error, flush_requests,
+    idle, until,
+};
+use crate::admin_retry::AdminRequest;
+use crate::frame_reader::{Relay, relay_frame};
+use crate::policy::policy;
+use crate::sasl;
+use crate::telemetry::{self, Direction, DisconnectCause, RequestCounters, SessionErrorKind};
+use crate::wire::{FrameError, peek_request_header};
+
+impl Session {
+    /// Client → broker, until the client, the response half, shutdown or a session renewal stops
+    /// it. Then the broker side is half-closed, so the broker processes every forwarded request
+    /// and then closes its end.
+    pub(super) async fn forward_requests(
+        &self,
+        requests: &mut ClientReader,
+        mut to_broker: BrokerWriter,
+        in_flight: mpsc::Sender<InFlight>,
+        leg: &Leg,
+    ) -> RequestsEnd {
+        let end = self.forward_each_request(requests, &mut to_broker, in_flight, leg).await;
+        let _ = to_broker.close().await;
+        end
+    }
+
+    async fn forward_each_request(
+        &self,
+        requests: &mut ClientReader,
+        to_broker: &mut BrokerWriter,
+        in_flight: mpsc::Sender<InFlight>,
+        leg: &Leg,
+    ) -> RequestsEnd {
+        use RequestsEnd::Disconnect;
+        let (ctx, peer) = (&self.ctx, self.peer);
+        let mut counters = RequestCounters::new(telemetry::node_label(self.node_id));
+        let idle_timeout = ctx.limits.client_idle_timeout;
+        let sidecar_authenticates = ctx.connector.sasl.is_some();
+        loop {
+            // Requests the client sent together go out together, and none waits in the queue
+            // while the next one has yet to arrive.
+            if to_broker.has_queued()
+                && !requests.holds_whole_frame()
+                && let Err(end) = flush_requests(to_broker, peer).await
+            {
+                return end;
+            }
+            let next = requests.peek(REQUEST_HEAD);
+            let total = tokio::select! {
+                _ = ctx.shutdown.cancelled() => return Disconnect(DisconnectCause::Shutdown),
+                _ = leg.responses_done.cancelled() => return RequestsEnd::ResponsesDone,
+                _ = idle(idle_timeout) => return Disconnect(DisconnectCause::Idle),
+                _ = until(leg.reauthenticate_at) => return RequestsEnd::Reauthenticate,
+                total = next => total,
+            };
+            let total = match total {
+                Ok(None) => return Disconnect(DisconnectCause::ClientClosed),
+                Ok(Some(total)) => total,
+                Err(error) => return Disconnect(client_frame_error(&error, peer)),
+            };
+            let received = Instant::now();
+            telemetry::bytes(Direction::ClientToSidecar, total);
+            let head = requests.head(total);
+            let header = match peek_request_header(head) {
+                Ok(header) => header,
+                Err(error) => {
+                    telemetry::protocol_error(SessionErrorKind::BadRequestHeader);
+                    tracing::warn!(%peer, %error, "malformed request header; closing client");
+                    return Disconnect(DisconnectCause::ProtocolError);
+                }
+            };
+            counters.count(header.api_key);
+            let expects_response = match header.expects_response(head) {
+                Ok(expects) => expects,
+                Err(error) => {
+                    telemetry::protocol_error(SessionErrorKind::BadRequestBody);
+                    let client_id = header.client_id(head);
+                    tracing::warn!(%peer, client_id, %error, "malformed produce request; closing client");
+                    return Disconnect(DisconnectCause::ProtocolError);
+                }
+            };
+            // The few requests the sidecar may re-send or answers itself are held whole; every
+            // other request is relayed as it arrives.
+            let mut whole = None;
+            if policy(header.api_key).holds_request(sidecar_authenticates) {
+                match self.hold_whole(requests, total, "request").await {
+                    Ok(held) => whole = Some(held),
+                    Err(error @ FrameError::Io(_)) => return Disconnect(client_frame_error(&error, peer)),
+                    Err(error) => return Disconnect(self.held_frame_error(&error)),
+                }
+            }
+            let local_answer = match (&ctx.connector.sasl, &whole) {
+                (Some(_), Some((frame, _))) => sasl::loopback::answer(&header, frame),
+                _ => None,
+            };
+            if !expects_response {
+                leg.unanswered_forwarded.store(true, Ordering::Relaxed);
+            }
+            if expects_response {
+                // Waiting for a slot means waiting for answers to the requests still queued.
+                if leg.in_flight_slots.available_permits() == 0
+                    && let Err(end) = flush_requests(to_broker, peer).await
+                {
+                    return end;
+                }
+                let slot = tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return Disconnect(DisconnectCause::Shutdown),
+                    _ = leg.responses_done.cancelled() => return RequestsEnd::ResponsesDone,
+                    slot = leg.in_flight_slots.clone().acquire_owned() => slot.expect("never closed"),
+                };
+                let admin = match (ApiKey::try_from(header.api_key), header.body_offset, &whole) {
+                    (Ok(api_key), Some(body_offset), Some((frame, _))) if policy(header.api_key).retry.is_some() => {
+                        let api_version = header.api_version;
+                        Some(AdminRequest { api_key, api_version, frame: frame.clone(), body_offset, received })
+                    }
+                    _ => None,
+                };
+                // An admin request is held until answered: it may be re-sent.
+                let held = if admin.is_some() { whole.as_mut().and_then(|(_, held)| held.take()) } else { None };
+                let entry = InFlight {
+                    api_key: header.api_key,
+                    api_version: header.api_version,
+                    correlation_id: header.correlation_id,
+                    received,
+                    admin,
+                    local_answer: local_answer.clone(),
+                    _slot: slot,
+                    _held: held,
+                };
+                if in_flight.send(entry).await.is_err() {
+                    return RequestsEnd::ResponsesDone;
+                }
+            }
+            if local_answer.is_some() {
+                continue;
+            }
+            telemetry::bytes(Direction::SidecarToBroker, total);
+            match whole {
+                Some((frame, _)) => to_broker.feed(frame),
+                None => match relay_frame(requests, to_broker, total, idle_timeout).await {
+                    Ok(()) => {}
+                    Err(Relay::Idle) => return Disconnect(DisconnectCause::Idle),
+                    Err(Relay::Read(error)) => return Disconnect(client_frame_error(&error, peer)),
+                    Err(Relay::Write(error)) => {
+                        tracing::info!(%peer, %error, "broker connection lost while forwarding");
+                        return Disconnect(DisconnectCause::BrokerClosed);
+                    }
+                },
+            }
+        }
+    }
+}
