@@ -258,4 +258,6 @@ fn malformed(request: &AdminRequest, source: DecodeError) -> RetryError {
 }
 
 #[cfg(test)]
+mod recover_tests;
+#[cfg(test)]
 mod tests;

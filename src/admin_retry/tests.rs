@@ -71,7 +71,7 @@ fn paths(keys: &[&[&str]]) -> HashSet<Path> {
 }
 
 /// Leaf (key path, error code) pairs of a response, in order.
-fn leaves(api_key: ApiKey, version: i16, frame: &[u8]) -> Vec<(String, i16)> {
+pub(super) fn leaves(api_key: ApiKey, version: i16, frame: &[u8]) -> Vec<(String, i16)> {
     fn walk(array: &layout::Array, prefix: &str, out: &mut Vec<(String, i16)>) {
         for entry in &array.entries {
             let key = if entry.key.len() == 4 && !prefix.is_empty() {
@@ -126,7 +126,7 @@ fn round(
 
 // === CreateTopics ===
 
-fn create_topics_request(version: i16, names: &[&str]) -> Bytes {
+pub(super) fn create_topics_request(version: i16, names: &[&str]) -> Bytes {
     if version >= 2 {
         let topics = names
             .iter()
@@ -172,7 +172,7 @@ fn create_topics_request(version: i16, names: &[&str]) -> Bytes {
     finish(buf)
 }
 
-fn create_topics_response(version: i16, results: &[(&str, i16)]) -> Bytes {
+pub(super) fn create_topics_response(version: i16, results: &[(&str, i16)]) -> Bytes {
     if version >= 2 {
         let topics = results
             .iter()
