@@ -13,13 +13,17 @@
 //! - `upstream`: connecting to brokers and the socket options of every socket.
 //! - `tls`, `sasl`: securing and authenticating the sidecar's broker connections.
 //! - `listener`: the bootstrap listener and one listener per broker node id.
-//! - `session`: one client connection end to end, responses in request order.
+//! - `session`: one client connection end to end (`requests`, `responses`), answers in request
+//!   order; it gets the connector, the cluster view, the retry and its limits, nothing more.
 //! - `control`: the sidecar's own connections: metadata refresh, and one link per broker.
-//! - `admin_retry`: NOT_CONTROLLER (41) detection, retry against the controller, merging.
+//! - `admin_retry`: NOT_CONTROLLER (41) detection, retry against the controller, merging; it
+//!   reaches the cluster only through its own `ControllerLinks` interface.
 //! - `telemetry`: metric names and the Prometheus recorder; `admin_http`: /metrics, /healthz, /readyz.
 //! - `labels`: the `labels!` macro declaring a closed set of label values (used by `wire` and
 //!   `telemetry`).
-//! - `server`: start-up, shared context and graceful shutdown.
+//! - `server`: wiring, start-up and graceful shutdown; only `main` uses it.
+//!
+//! `docs/architecture.md` has the module map and one request's walk through it.
 //!
 //! Beside the proxy, `inject` (the `kafka-sidecar inject` subcommand) adds the sidecar to
 //! Kubernetes manifests; it uses none of the modules above.

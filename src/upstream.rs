@@ -16,7 +16,7 @@ use tokio::time::{sleep, timeout};
 
 use crate::backoff::Backoff;
 use crate::sasl::{SaslConfig, SaslError};
-use crate::stream::Stream;
+use crate::stream::{self, Stream};
 use crate::telemetry;
 use crate::tls::{BrokerTls, TlsError};
 
@@ -162,7 +162,7 @@ impl Connector {
     pub async fn connect(&self, addr: &str) -> Result<Connected, ConnectError> {
         let tcp = connect(addr, &self.config, &self.sockets).await?;
         let mut stream = match &self.tls {
-            None => Stream::Plain(tcp),
+            None => stream::plain(tcp),
             Some(tls) => {
                 let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
                 let handshake = timeout(self.config.connect_timeout, tls.connect(host, tcp)).await;
@@ -170,7 +170,7 @@ impl Connector {
                     addr: addr.to_owned(),
                     after: self.config.connect_timeout,
                 })??;
-                Stream::Tls(Box::new(tls_stream.into()))
+                stream::tls(tls_stream)
             }
         };
         let mut reauthenticate_at = None;

@@ -25,7 +25,7 @@ use crate::cluster::ClusterView;
 use crate::frame_reader::FrameReader;
 use crate::frame_writer::FrameWriter;
 use crate::rewrite::Advertised;
-use crate::stream::Stream;
+use crate::stream::{self, Stream};
 use crate::telemetry::{self, DisconnectCause, SessionErrorKind, UpstreamConnection};
 use crate::tls::{ListenerTls, TlsError};
 use crate::upstream::{ConnectError, Connected, Connector};
@@ -183,12 +183,12 @@ impl Session {
     /// The client's connection: plain, or TLS when the listeners are configured for it.
     async fn client_stream(&self, tcp: TcpStream) -> Result<Stream, TlsError> {
         let Some(tls) = &self.ctx.listener_tls else {
-            return Ok(Stream::Plain(tcp));
+            return Ok(stream::plain(tcp));
         };
         let handshake = tokio::time::timeout(self.ctx.limits.handshake_timeout, tls.accept(tcp)).await;
         let tls_stream = handshake
             .map_err(|_| TlsError::Handshake { host: "client".into(), reason: "handshake timed out".into() })??;
-        Ok(Stream::Tls(Box::new(tls_stream.into())))
+        Ok(stream::tls(tls_stream))
     }
 
     async fn connect_upstream(&self) -> Result<Connected, ConnectError> {
