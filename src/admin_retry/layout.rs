@@ -100,30 +100,37 @@ impl Entries for Walker<'_> {
 
 const UUID: usize = 16;
 
+/// A `topics` array whose entries are a name, then fields `rest` reads past, then tagged fields;
+/// and the request's `timeout_ms` after it (CreateTopics, CreatePartitions).
+fn topics_then_timeout(
+    w: &mut Walker<'_>,
+    flexible: bool,
+    mut rest: impl FnMut(&mut Walker<'_>, bool) -> Result<(), DecodeError>,
+) -> Result<(Vec<Array>, Option<i32>), DecodeError> {
+    let topics = w.array(flexible, |w| {
+        let name = w.string(flexible)?;
+        rest(w, flexible)?;
+        w.tags(flexible)?;
+        Ok((name, 0, None))
+    })?;
+    Ok((vec![topics], Some(w.reader.i32()?)))
+}
+
 /// Walks a request to a controller-bound API.
 pub fn request(api_key: ApiKey, version: i16, frame: &[u8], body: usize) -> Result<RequestLayout, DecodeError> {
     let mut w = Walker::new(frame, body);
     let (arrays, timeout_ms) = match api_key {
-        ApiKey::CreateTopics => {
-            let flexible = version >= 5;
-            let topics = w.array(flexible, |w| {
-                let name = w.string(flexible)?;
-                w.reader.skip(4 + 2)?; // num_partitions, replication_factor
-                w.skip_array(flexible, |w| {
-                    w.reader.skip(4)?; // partition_index
-                    w.skip_i32_array(flexible)?; // broker_ids
-                    Ok(())
-                })?;
-                w.skip_array(flexible, |w| {
-                    w.skip_string(flexible)?; // name
-                    w.skip_string(flexible)?; // value
-                    Ok(())
-                })?;
-                w.tags(flexible)?;
-                Ok((name, 0, None))
+        ApiKey::CreateTopics => topics_then_timeout(&mut w, version >= 5, |w, flexible| {
+            w.reader.skip(4 + 2)?; // num_partitions, replication_factor
+            w.skip_array(flexible, |w| {
+                w.reader.skip(4)?; // partition_index
+                w.skip_i32_array(flexible) // broker_ids
             })?;
-            (vec![topics], Some(w.reader.i32()?))
-        }
+            w.skip_array(flexible, |w| {
+                w.skip_string(flexible)?; // name
+                w.skip_string(flexible) // value
+            })
+        })?,
         ApiKey::DeleteTopics => {
             let flexible = version >= 4;
             let topics = if version >= 6 {
@@ -138,20 +145,10 @@ pub fn request(api_key: ApiKey, version: i16, frame: &[u8], body: usize) -> Resu
             };
             (vec![topics], Some(w.reader.i32()?))
         }
-        ApiKey::CreatePartitions => {
-            let flexible = version >= 2;
-            let topics = w.array(flexible, |w| {
-                let name = w.string(flexible)?;
-                w.reader.skip(4)?; // count
-                w.skip_array(flexible, |w| {
-                    w.skip_i32_array(flexible)?; // broker_ids
-                    Ok(())
-                })?;
-                w.tags(flexible)?;
-                Ok((name, 0, None))
-            })?;
-            (vec![topics], Some(w.reader.i32()?))
-        }
+        ApiKey::CreatePartitions => topics_then_timeout(&mut w, version >= 2, |w, flexible| {
+            w.reader.skip(4)?; // count
+            w.skip_array(flexible, |w| w.skip_i32_array(flexible)) // assignments[broker_ids]
+        })?,
         ApiKey::ElectLeaders => {
             let flexible = version >= 2;
             if version >= 1 {

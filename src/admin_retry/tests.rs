@@ -124,6 +124,24 @@ fn round(
     subset
 }
 
+/// [`round`] over a request with one array of topics: `first` is the first answer, `retry` the
+/// controller's answer to the topics that said 41, `expected` what the client gets. Returns the
+/// request and the subset re-sent.
+fn topics_round(
+    api_key: ApiKey,
+    version: i16,
+    request_of: impl Fn(&[&str]) -> Bytes,
+    response_of: impl Fn(&[(&str, i16)]) -> Bytes,
+    [first, retry, expected]: [&[(&str, i16)]; 3],
+) -> (Bytes, Bytes) {
+    let names: Vec<&str> = first.iter().map(|(name, _)| *name).collect();
+    let failed: Vec<[&str; 1]> = first.iter().filter(|(_, code)| *code == NOT_CONTROLLER).map(|(n, _)| [*n]).collect();
+    let failed: Vec<&[&str]> = failed.iter().map(|path| &path[..]).collect();
+    let request = request_of(&names);
+    let subset = round(api_key, version, &request, &response_of(first), &failed, &response_of(retry), expected);
+    (request, subset)
+}
+
 // === CreateTopics ===
 
 pub(super) fn create_topics_request(version: i16, names: &[&str]) -> Bytes {
@@ -205,17 +223,16 @@ pub(super) fn create_topics_response(version: i16, results: &[(&str, i16)]) -> B
 #[test]
 fn create_topics_every_version() {
     for version in 0..=7 {
-        let request = create_topics_request(version, &["a", "b", "c"]);
-        let first = create_topics_response(version, &[("a", 0), ("b", NOT_CONTROLLER), ("c", NOT_CONTROLLER)]);
-        let retry = create_topics_response(version, &[("c", 36), ("b", 0)]);
-        let subset = round(
+        let (request, subset) = topics_round(
             ApiKey::CreateTopics,
             version,
-            &request,
-            &first,
-            &[&["b"], &["c"]],
-            &retry,
-            &[("a", 0), ("b", 0), ("c", 36)],
+            |names| create_topics_request(version, names),
+            |results| create_topics_response(version, results),
+            [
+                &[("a", 0), ("b", NOT_CONTROLLER), ("c", NOT_CONTROLLER)],
+                &[("c", 36), ("b", 0)],
+                &[("a", 0), ("b", 0), ("c", 36)],
+            ],
         );
         if version >= 2 {
             let original: CreateTopicsRequest = decode(ApiKey::CreateTopics, version, &request, false);
@@ -291,17 +308,16 @@ fn delete_topics_response(version: i16, results: &[(&str, i16)]) -> Bytes {
 #[test]
 fn delete_topics_every_version() {
     for version in 0..=6 {
-        let request = delete_topics_request(version, &["a", "b", "c"]);
-        let first = delete_topics_response(version, &[("a", NOT_CONTROLLER), ("b", 3), ("c", NOT_CONTROLLER)]);
-        let retry = delete_topics_response(version, &[("a", 0), ("c", 0)]);
-        let subset = round(
+        let (_, subset) = topics_round(
             ApiKey::DeleteTopics,
             version,
-            &request,
-            &first,
-            &[&["a"], &["c"]],
-            &retry,
-            &[("a", 0), ("b", 3), ("c", 0)],
+            |names| delete_topics_request(version, names),
+            |results| delete_topics_response(version, results),
+            [
+                &[("a", NOT_CONTROLLER), ("b", 3), ("c", NOT_CONTROLLER)],
+                &[("a", 0), ("c", 0)],
+                &[("a", 0), ("b", 3), ("c", 0)],
+            ],
         );
         assert_eq!(subset, delete_topics_request(version, &["a", "c"]), "v{version}");
     }
@@ -326,14 +342,12 @@ fn create_partitions_every_version() {
                 .collect();
             response(ApiKey::CreatePartitions, version, &CreatePartitionsResponse::default().with_results(results))
         };
-        let subset = round(
+        let (_, subset) = topics_round(
             ApiKey::CreatePartitions,
             version,
-            &request_of(&["a", "b"]),
-            &response_of(&[("a", NOT_CONTROLLER), ("b", 0)]),
-            &[&["a"]],
-            &response_of(&[("a", 37)]),
-            &[("a", 37), ("b", 0)],
+            request_of,
+            response_of,
+            [&[("a", NOT_CONTROLLER), ("b", 0)], &[("a", 37)], &[("a", 37), ("b", 0)]],
         );
         assert_eq!(subset, request_of(&["a"]), "v{version}");
     }

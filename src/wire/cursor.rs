@@ -74,8 +74,18 @@ impl<'a> Reader<'a> {
     /// A length-prefixed byte run (`BYTES`: int32 length, compact in flexible versions); `None`
     /// for null.
     pub fn nullable_bytes(&mut self, flexible: bool) -> Result<Option<&'a [u8]>, DecodeError> {
+        self.length_prefixed(flexible, Self::i32)
+    }
+
+    /// A null (-1) or a run of bytes whose length comes first: a compact varint (length + 1) in
+    /// flexible versions, else read by `length`.
+    fn length_prefixed<T: Into<i64>>(
+        &mut self,
+        flexible: bool,
+        length: fn(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Option<&'a [u8]>, DecodeError> {
         let at = self.pos;
-        let len: i64 = if flexible { i64::from(self.unsigned_varint()?) - 1 } else { i64::from(self.i32()?) };
+        let len: i64 = if flexible { i64::from(self.unsigned_varint()?) - 1 } else { length(self)?.into() };
         match len {
             -1 => Ok(None),
             n if n < 0 => Err(DecodeError::InvalidLength { at, len: n }),
@@ -99,13 +109,7 @@ impl<'a> Reader<'a> {
     /// A length-prefixed string or byte run: `None` for null. Flexible versions use compact
     /// (varint, length + 1) prefixes; older ones an int16.
     pub fn nullable_string(&mut self, flexible: bool) -> Result<Option<&'a [u8]>, DecodeError> {
-        let at = self.pos;
-        let len: i64 = if flexible { i64::from(self.unsigned_varint()?) - 1 } else { i64::from(self.i16()?) };
-        match len {
-            -1 => Ok(None),
-            n if n < 0 => Err(DecodeError::InvalidLength { at, len: n }),
-            n => self.take(n as usize).map(Some),
-        }
+        self.length_prefixed(flexible, Self::i16)
     }
 
     pub fn string(&mut self, flexible: bool) -> Result<&'a [u8], DecodeError> {
