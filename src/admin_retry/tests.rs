@@ -205,19 +205,7 @@ pub(super) fn create_topics_response(version: i16, results: &[(&str, i16)]) -> B
             .collect();
         return response(ApiKey::CreateTopics, version, &CreateTopicsResponse::default().with_topics(topics));
     }
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    buf.put_i32(CORRELATION_ID);
-    buf.put_i32(results.len() as i32);
-    for (name, code) in results {
-        buf.put_i16(name.len() as i16);
-        buf.put_slice(name.as_bytes());
-        buf.put_i16(*code);
-        if version == 1 {
-            buf.put_i16(-1); // error_message
-        }
-    }
-    finish(buf)
+    legacy_results(results, version == 1)
 }
 
 #[test]
@@ -254,6 +242,24 @@ fn create_topics_success_is_not_a_retry() {
     }
 }
 
+/// A response whose body is only `[name, error_code, (error_message)]`, as CreateTopics v0–v1
+/// and DeleteTopics v0 answer, encoded by hand (kafka-protocol no longer knows these versions).
+fn legacy_results(results: &[(&str, i16)], error_message: bool) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    buf.put_i32(CORRELATION_ID);
+    buf.put_i32(results.len() as i32);
+    for (name, code) in results {
+        buf.put_i16(name.len() as i16);
+        buf.put_slice(name.as_bytes());
+        buf.put_i16(*code);
+        if error_message {
+            buf.put_i16(-1); // null
+        }
+    }
+    finish(buf)
+}
+
 // === DeleteTopics ===
 
 fn delete_topics_request(version: i16, names: &[&str]) -> Bytes {
@@ -287,16 +293,7 @@ fn delete_topics_request(version: i16, names: &[&str]) -> Bytes {
 
 fn delete_topics_response(version: i16, results: &[(&str, i16)]) -> Bytes {
     if version == 0 {
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        buf.put_i32(CORRELATION_ID);
-        buf.put_i32(results.len() as i32);
-        for (name, code) in results {
-            buf.put_i16(name.len() as i16);
-            buf.put_slice(name.as_bytes());
-            buf.put_i16(*code);
-        }
-        return finish(buf);
+        return legacy_results(results, false);
     }
     let responses = results
         .iter()
