@@ -5,23 +5,23 @@
 //! (`cargo test --test faults -- --nocapture`); `docs/reliability.md` records them.
 
 mod raw;
-mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+use kafka_sidecar_test_support as support;
 use raw::RawClient;
 use serde_json::Value;
 use support::background::Background;
+use support::http::{metric_in, scrape_metric};
 use support::numbered;
-use support::process::{metric_in, mib, open_fds, proc_status_kib};
-use support::{Sidecar, Tansu};
+use support::process::{mib, open_fds, proc_status_kib};
+use support::{ChildProcess, Pipes, Sidecar, Tansu};
 
 // ------------------------------------------------------------------------------------------------
 // Helpers
@@ -280,11 +280,17 @@ impl NetNs {
         ns
     }
 
-    /// `program args` run inside the namespace.
-    fn command(&self, program: &std::path::Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program).args(args);
-        cmd
+    /// `cmd` run inside the namespace, with its environment.
+    fn wrap(&self, cmd: Command) -> Command {
+        let mut wrapped = Command::new("ip");
+        wrapped.args(["netns", "exec", &self.name]).arg(cmd.get_program()).args(cmd.get_args());
+        for (name, value) in cmd.get_envs() {
+            match value {
+                Some(value) => wrapped.env(name, value),
+                None => wrapped.env_remove(name),
+            };
+        }
+        wrapped
     }
 
     fn iptables(&self, action: &str) {
@@ -314,67 +320,11 @@ impl Drop for NetNs {
     }
 }
 
-/// A child process killed when dropped, with its output in a file.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, name: &str) -> Proc {
-        let log = support::temp_path(name);
-        let out = std::fs::File::create(&log).expect("create log file");
-        let child = cmd
-            .stdin(Stdio::piped())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        Proc { child, log }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
-    }
-
-    fn wait_output(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.output().contains(needle) {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(25));
-        }
-        false
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        support::report_output_on_panic("faults", &self.log);
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
 /// Tansu listening inside `ns` on `ns_ip:9092`.
-fn tansu_in(ns: &NetNs) -> (Proc, String) {
+fn tansu_in(ns: &NetNs) -> Tansu {
     let addr = format!("{}:9092", ns.ns_ip);
-    let url = format!("tcp://{addr}");
-    let bin = PathBuf::from(std::env::var_os("KAFKA_SIDECAR_TANSU").expect("KAFKA_SIDECAR_TANSU is not set"));
-    let mut cmd = ns.command(
-        &bin,
-        &["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"],
-    );
-    cmd.env("NO_COLOR", "1");
-    let tansu = Proc::spawn(cmd, "tansu-netns");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !support::api_versions_answered(&addr) {
-        assert!(Instant::now() < deadline, "Tansu did not start in {}: {}", ns.name, tansu.output());
-        thread::sleep(Duration::from_millis(50));
-    }
-    (tansu, addr)
+    Tansu::start_wrapped(&addr, |cmd| ns.wrap(cmd))
+        .unwrap_or_else(|why| panic!("Tansu did not start in {}: {why}", ns.name))
 }
 
 /// The sidecar options of the dead-peer tests: a silent peer is given up after
@@ -390,7 +340,8 @@ const DEAD_PEER_BOUND: Duration = Duration::from_secs(3);
 fn silently_dead_broker_is_detected_within_the_keepalive_bound() {
     let _machine = shared_machine();
     let ns = NetNs::create();
-    let (_tansu, broker) = tansu_in(&ns);
+    let tansu = tansu_in(&ns);
+    let broker = tansu.addr();
     let mut args = FAST_DEAD_PEER.to_vec();
     args.extend(["--log-level", "kafka_sidecar=debug"]);
     let sidecar = Sidecar::start(&broker, &args);
@@ -431,37 +382,6 @@ fn silently_dead_broker_is_detected_within_the_keepalive_bound() {
     assert_eq!(metadata(&mut client).brokers.len(), 1);
 }
 
-/// A sidecar started by hand, listening on every address (the helper in `support` binds
-/// loopback only), for clients in a namespace.
-struct OpenSidecar {
-    proc: Proc,
-    bootstrap_port: u16,
-    admin: String,
-}
-
-impl OpenSidecar {
-    fn start(upstream: &str, extra: &[&str]) -> OpenSidecar {
-        let bootstrap_port = support::free_port();
-        let base = support::free_port_base(support::BROKER_PORT_SPAN);
-        let admin = format!("127.0.0.1:{}", support::free_port());
-        let mut cmd = support::sidecar_command();
-        cmd.args(["--bootstrap-server", upstream, "--listen-host", "0.0.0.0"])
-            .args(["--bootstrap-port", &bootstrap_port.to_string()])
-            .args(["--broker-port-base", &base.to_string(), "--admin-listen", &admin])
-            .args(extra);
-        let proc = Proc::spawn(cmd, "sidecar-open");
-        let sidecar = OpenSidecar { proc, bootstrap_port, admin };
-        for addr in [format!("127.0.0.1:{bootstrap_port}"), sidecar.admin.clone()] {
-            assert!(support::wait_for_port(&addr, Duration::from_secs(30)), "{}", sidecar.proc.output());
-        }
-        sidecar
-    }
-
-    fn metric(&self, name: &str, labels: &[&str]) -> f64 {
-        metric_in(&support::http_get(&self.admin, "/metrics").1, name, labels)
-    }
-}
-
 /// A client whose host vanishes (no FIN, no RST) is reaped by keepalive within the bound, and
 /// its broker connection is closed with it.
 #[test]
@@ -471,7 +391,8 @@ fn half_open_client_is_reaped_by_keepalive() {
     let tansu = Tansu::start();
     let mut args = FAST_DEAD_PEER.to_vec();
     args.extend(["--log-level", "kafka_sidecar=debug"]);
-    let sidecar = OpenSidecar::start(&tansu.addr(), &args);
+    // Listening on every address, for the client in the namespace.
+    let sidecar = Sidecar::builder(&tansu.addr()).listen_host("0.0.0.0").args(&args).start();
 
     // ApiVersions v0, then wait with the connection open.
     let script = format!(
@@ -483,21 +404,25 @@ fn half_open_client_is_reaped_by_keepalive() {
          s.recv(size, socket.MSG_WAITALL)\n\
          print('ready', flush=True)\n\
          sys.stdin.read()\n",
-        ns.host_ip, sidecar.bootstrap_port
+        ns.host_ip,
+        sidecar.bootstrap_port()
     );
-    let client = Proc::spawn(ns.command(&support::python_bin(), &["-c", &script]), "half-open-client");
-    assert!(client.wait_output("ready", Duration::from_secs(20)), "{}", client.output());
+    let mut python = Command::new(support::python_bin());
+    python.args(["-c", &script]);
+    // Its stdin stays open: the script holds its connection until then.
+    let client = ChildProcess::spawn_with("half-open-client", ns.wrap(python), Pipes { stdin: true, stdout: false });
+    assert!(client.wait_for_log("ready", Duration::from_secs(20)), "{}", client.logs());
     let peer = format!("peer={}:", ns.ns_ip);
-    assert_eq!(sidecar.metric("kafka_sidecar_upstream_connections", &[]), 1.0, "{}", sidecar.proc.output());
+    assert_eq!(sidecar.metric("kafka_sidecar_upstream_connections", &[]), 1.0, "{}", sidecar.logs());
 
     ns.blackhole();
     let cut = Instant::now();
     let closed = |out: &str| out.lines().any(|l| l.contains("client connection closed") && l.contains(&peer));
-    while !closed(&sidecar.proc.output()) && cut.elapsed() < Duration::from_secs(15) {
+    while !closed(&sidecar.logs()) && cut.elapsed() < Duration::from_secs(15) {
         thread::sleep(Duration::from_millis(50));
     }
     let reaped_after = cut.elapsed();
-    let logs = sidecar.proc.output();
+    let logs = sidecar.logs();
     eprintln!("[faults] half-open client: reaped {reaped_after:.2?} after it went silent (bound {DEAD_PEER_BOUND:?})");
     assert!(closed(&logs), "the silent client was not reaped:\n{logs}");
     assert!(reaped_after >= DEAD_PEER_BOUND - Duration::from_millis(500), "{reaped_after:?}");
@@ -611,8 +536,7 @@ fn thousand_held_connections_and_a_connection_storm() {
         thread::spawn(move || {
             let mut peak = 0f64;
             while !over.load(std::sync::atomic::Ordering::Relaxed) {
-                let text = support::http_get(&admin, "/metrics").1;
-                peak = peak.max(metric_in(&text, "kafka_sidecar_client_connections", &[]));
+                peak = peak.max(scrape_metric(&admin, "kafka_sidecar_client_connections", &[]));
                 thread::sleep(Duration::from_millis(100));
             }
             peak

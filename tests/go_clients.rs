@@ -4,11 +4,11 @@
 //! users ran: it sends admin requests to the broker it is connected to and hands NOT_CONTROLLER
 //! (41) to the application.
 
-mod support;
 mod zk;
 
 use std::time::{Duration, Instant};
 
+use kafka_sidecar_test_support as support;
 use serde_json::{Value, json};
 use support::go::GoLibrary;
 use support::{Sidecar, Tansu, wait_for_port};

@@ -13,14 +13,13 @@
 //! `SKIPPED: podman cannot run containers here: <reason>` (past the harness's capture, so a
 //! plain `cargo test` shows it) and returns without checking anything.
 
-mod support;
-
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use kafka_sidecar_test_support as support;
 use support::{Tansu, expect_success, free_port, free_port_base, kcat, kcat_with_input, run_with_timeout, test_dir};
 
 /// Global options of every podman command.
@@ -133,9 +132,8 @@ impl Drop for Cleanup {
 
 /// `Name:\tvalue` of `/proc/<pid>/status`.
 fn proc_status(pid: &str, field: &str) -> String {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap_or_default();
-    line.split_once(':').map(|(_, v)| v.trim().to_owned()).unwrap_or_default()
+    let pid = pid.parse().ok();
+    pid.and_then(|pid| support::process::proc_status_field(pid, field)).unwrap_or_default()
 }
 
 /// The build context of `--target runtime-prebuilt`: prebuilt/kafka-sidecar and
@@ -156,18 +154,7 @@ fn prebuilt_context(binary: &Path) -> PathBuf {
 
 /// Polls `GET /readyz` on `admin` until it answers 200; returns the last status seen.
 fn wait_ready(admin: &str, timeout: Duration) -> u16 {
-    let deadline = Instant::now() + timeout;
-    let mut status = 0;
-    while Instant::now() < deadline {
-        if support::wait_for_port(admin, Duration::from_millis(500)) {
-            status = support::http_get(admin, "/readyz").0;
-            if status == 200 {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    status
+    support::http::wait_for_status(admin, "/readyz", 200, timeout).0
 }
 
 #[test]

@@ -7,14 +7,13 @@
 //! `KAFKA_SIDECAR_PROMETHEUS` / `KAFKA_SIDECAR_PROMTOOL`), installed by `scripts/setup.sh`.
 
 mod raw;
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -29,10 +28,11 @@ use kafka_protocol::messages::{
     ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_sidecar_test_support as support;
 use raw::RawClient;
 use serde_json::Value;
 use support::scripted::{api_versions_v0, metadata_v1, scripted_broker};
-use support::{Sidecar, Tansu, create_topics, expect_success, kcat, kcat_with_input};
+use support::{ChildProcess, Sidecar, Tansu, create_topics, expect_success, kcat, kcat_with_input};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -142,10 +142,9 @@ fn promtool() -> PathBuf {
 }
 
 /// A Prometheus server on loopback scraping one sidecar's /metrics every second, with its
-/// storage in a temporary directory. Killed and cleaned up on drop (the directory, with the
-/// server's log, is kept when the test panics).
+/// storage in a temporary directory. Killed and cleaned up on drop.
 struct Prometheus {
-    child: Child,
+    process: ChildProcess,
     addr: String,
     dir: PathBuf,
 }
@@ -161,35 +160,22 @@ impl Prometheus {
              static_configs:\n      - targets: ['{target}']\n"
         );
         fs::write(dir.join("prometheus.yml"), config).expect("write prometheus.yml");
-        let log = fs::File::create(dir.join("prometheus.log")).expect("create Prometheus log");
         let addr = format!("127.0.0.1:{}", support::free_port());
-        let child = Command::new(&bin)
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        let mut cmd = Command::new(&bin);
+        cmd.arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let mut prometheus = Prometheus { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = prometheus.child.try_wait() {
-                panic!("Prometheus exited with {status}:\n{}", prometheus.log());
-            }
-            if TcpStream::connect(&prometheus.addr).is_ok() && support::http_get(&prometheus.addr, "/-/ready").0 == 200
-            {
-                return prometheus;
-            }
-            assert!(Instant::now() < deadline, "Prometheus not ready within 30s:\n{}", prometheus.log());
-            thread::sleep(Duration::from_millis(100));
-        }
+            .arg("--log.level=warn");
+        let mut process = ChildProcess::spawn("prometheus", cmd);
+        let ready = process.wait_until("become ready", Duration::from_secs(30), |_| {
+            support::http::try_get(&addr, "/-/ready").is_ok_and(|(status, _)| status == 200)
+        });
+        ready.unwrap_or_else(|why| panic!("Prometheus did not start: {why}"));
+        Prometheus { process, addr, dir }
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+        self.process.logs()
     }
 
     /// Runs an instant query; returns the whole `data` object. Panics unless Prometheus answers
@@ -248,8 +234,7 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -265,21 +250,9 @@ fn url_encode(text: &str) -> String {
 
 /// Runs `promtool` with `args` and `stdin`; returns (success, stdout + stderr).
 fn run_promtool(args: &[&str], stdin: &str) -> (bool, String) {
-    let mut child = Command::new(promtool())
-        .args(args)
-        .current_dir(REPO)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn promtool");
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.to_owned();
-    let writer = thread::spawn(move || {
-        let _ = pipe.write_all(input.as_bytes());
-    });
-    let output = child.wait_with_output().expect("wait for promtool");
-    writer.join().unwrap();
+    let mut cmd = Command::new(promtool());
+    cmd.args(args).current_dir(REPO);
+    let output = support::run_with_input(cmd, Some(stdin), support::CLIENT_TIMEOUT);
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)
 }
@@ -609,15 +582,9 @@ fn closed_label_sets_are_exported_at_zero_from_the_first_scrape() {
 
 /// Polls `path` until it answers `status`; returns the body.
 fn wait_for_status(sidecar: &Sidecar, path: &str, status: u16, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (got, body) = sidecar.admin_get(path);
-        if got == status {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{path} still {got} {body:?} after {timeout:?}\n{}", sidecar.logs());
-        thread::sleep(Duration::from_millis(50));
-    }
+    let (got, body) = sidecar.wait_for_status(path, status, timeout);
+    assert_eq!(got, status, "{path} still {got} {body:?} after {timeout:?}\n{}", sidecar.logs());
+    body
 }
 
 #[test]

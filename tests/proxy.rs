@@ -2,7 +2,6 @@
 //! across versions, old versions passing through, acks=0, hostile input and shutdown.
 
 mod raw;
-mod support;
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use kafka_protocol::messages::{
     FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_sidecar_test_support as support;
 use raw::{RawClient, create_topics_v0, raw_request, read_topic_errors_v0};
 use support::{Sidecar, Tansu};
 

@@ -3,15 +3,13 @@
 //! SCRAM enforcement, session expiry and re-authentication, the legacy SaslHandshake v0 flow,
 //! and MSK IAM tokens over OAUTHBEARER.
 
-mod security;
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use kafka_sidecar_test_support::{self as support, security};
 use security::{
     AwsCredentials, Certs, Client, ClientSecurity, IamTokenOptions, Mechanism, SaslBroker, SaslConfig, ServerCert,
     TlsBroker, TlsOptions, User, check_iam_token, iam_token, iam_token_with, kcat_metadata, kcat_metadata_within,

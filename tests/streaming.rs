@@ -12,7 +12,6 @@
 //! ([`write_pages`]), checked page by page as they arrive ([`read_pages`]).
 
 mod raw;
-mod support;
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,6 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+use kafka_sidecar_test_support as support;
 use raw::RawClient;
 use support::Sidecar;
 use support::process::{mib, proc_status_kib};

@@ -7,8 +7,6 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::Duration;
 
-use crate::support;
-
 /// Which certificate a TLS front end presents.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ServerCert {
@@ -122,7 +120,7 @@ impl Certs {
     /// - `client.pem` / `.key`: client (`CN=kafka-sidecar-client`, clientAuth), by the test CA;
     /// - `other-ca-client.pem` / `.key`: client, by the other CA (refused under mTLS).
     pub fn generate() -> Certs {
-        let dir = support::temp_path("certs").with_extension("d");
+        let dir = crate::temp_path("certs").with_extension("d");
         fs::create_dir_all(dir.join("issued")).expect("create certificate dir");
         fs::write(dir.join("openssl.cnf"), OPENSSL_CONFIG).expect("write openssl.cnf");
         fs::write(dir.join("index.txt"), "").expect("write index.txt");
@@ -157,8 +155,8 @@ impl Certs {
             .current_dir(&self.dir)
             .env("CA_DIR", &self.dir)
             .env("OPENSSL_CONF", self.dir.join("openssl.cnf"));
-        let output = support::run_with_timeout(cmd, Duration::from_secs(30));
-        support::expect_success(&format!("openssl {what} (is openssl installed? run scripts/setup.sh)"), &output);
+        let output = crate::run_with_timeout(cmd, Duration::from_secs(30));
+        crate::expect_success(&format!("openssl {what} (is openssl installed? run scripts/setup.sh)"), &output);
     }
 
     fn config(&self) -> String {
