@@ -4,8 +4,6 @@
 //! clients that never read their responses. Each test prints its measured figures on stderr
 //! (`cargo test --test faults -- --nocapture`); `docs/reliability.md` records them.
 
-mod raw;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::Command;
@@ -14,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
-use kafka_sidecar_test_support as support;
+use kafka_sidecar_test_support::{self as support, raw};
 use raw::RawClient;
 use serde_json::Value;
 use support::background::Background;

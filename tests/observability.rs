@@ -6,8 +6,6 @@
 //! Needs Debian's `prometheus` package (`prometheus` and `promtool` on `PATH`, or
 //! `KAFKA_SIDECAR_PROMETHEUS` / `KAFKA_SIDECAR_PROMTOOL`), installed by `scripts/setup.sh`.
 
-mod raw;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
@@ -28,7 +26,7 @@ use kafka_protocol::messages::{
     ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use kafka_sidecar_test_support as support;
+use kafka_sidecar_test_support::{self as support, raw};
 use raw::RawClient;
 use serde_json::Value;
 use support::scripted::{api_versions_v0, metadata_v1, scripted_broker};

@@ -1,8 +1,6 @@
 //! Faults on either side: a broker that sends a malformed response, a broker that goes away
 //! mid-request, and the socket options of live connections as the kernel reports them.
 
-mod raw;
-
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::Arc;
@@ -11,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
-use kafka_sidecar_test_support as support;
+use kafka_sidecar_test_support::{self as support, raw};
 use raw::RawClient;
 use support::scripted::{Script, api_versions_v0, metadata_v1, response, scripted_broker, serve_scripted};
 use support::{Sidecar, Tansu};

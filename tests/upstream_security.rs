@@ -8,11 +8,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
-use kafka_sidecar_test_support::{self as support, security};
+use kafka_sidecar_test_support::{self as support, raw, security};
 use security::{AwsCredentials, Mechanism, SaslBroker, ServerCert, TlsBroker, TlsOptions, User};
 use support::{Sidecar, expect_success, kcat, temp_path};
 
-mod raw;
 use raw::RawClient;
 
 fn path(p: &Path) -> &str {

@@ -29,6 +29,7 @@
 //! - [`clients`]: kcat and the Python client scripts; [`libraries`] (aiokafka, kafkajs), [`go`]
 //!   (sarama, kafka-go), [`background`] (a script watched line by line).
 //! - [`mock_cluster`]: librdkafka's mock cluster. [`scripted`]: a scripted fake broker.
+//!   [`raw`]: a blocking client that sends exactly the bytes a test wants.
 //! - [`manifests`]: kustomize and Kubernetes schema checks.
 //! - [`numbered`], [`process`]: accounting for numbered messages; figures read from `/proc`.
 //! - [`security`]: brokers that demand TLS and SASL, and clients to probe them.
@@ -45,6 +46,7 @@ pub mod mock_cluster;
 pub mod numbered;
 pub mod ports;
 pub mod process;
+pub mod raw;
 pub mod run;
 pub mod scripted;
 pub mod security;
