@@ -1,4 +1,4 @@
-//! The secure-broker harness of `tests/security/` checked with real clients and no sidecar:
+//! The secure-broker harness of `support::security` checked with real clients and no sidecar:
 //! certificates, TLS termination (server certificates, hostname, expiry, mTLS), SASL PLAIN and
 //! SCRAM enforcement, session expiry and re-authentication, the legacy SaslHandshake v0 flow,
 //! and MSK IAM tokens over OAUTHBEARER.
