@@ -5,7 +5,7 @@
 //!
 //! Needs Debian's `prometheus` package (`prometheus` and `promtool` on `PATH`, or
 //! `KAFKA_SIDECAR_PROMETHEUS` / `KAFKA_SIDECAR_PROMTOOL`), installed by `scripts/setup.sh`.
-
+//!
 //! Layout: `scrape` (a real Prometheus scrape, promtool's lint), `series` (series from the first
 //! scrape, cardinality), `readiness`, `artifacts` (alert rules, dashboard, metric reference).
 

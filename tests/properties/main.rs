@@ -11,7 +11,6 @@
 //!
 //! Each property runs proptest's default 256 cases. Regression tests for bugs found by fuzzing or
 //! by these properties are at the end.
-
 //!
 //! Layout: `round_trips` (rewrites), `clamp` (ApiVersions), `framing`, `error_codes`; helpers
 //! here.
