@@ -2,7 +2,6 @@
 //! against the Kubernetes schemas offline and keeps the security and scraping policy, its config
 //! is accepted by the sidecar, and a statically linked build of the sidecar serves real clients.
 
-use std::path::Path;
 use std::process::Command;
 
 use kafka_sidecar_test_support as support;
@@ -10,13 +9,12 @@ use support::{Sidecar, Tansu, expect_success, expect_valid_manifests, kcat, kust
 
 const OVERLAYS: [&str; 4] = ["base", "overlays/msk", "overlays/in-cluster", "overlays/classic-sidecar"];
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 #[test]
 fn dockerfile_passes_hadolint() {
-    let output = Command::new(venv_tool("hadolint")).arg(repo().join("Dockerfile")).output().expect("run hadolint");
+    let output = Command::new(venv_tool("hadolint"))
+        .arg(support::repo_root().join("Dockerfile"))
+        .output()
+        .expect("run hadolint");
     expect_success("hadolint Dockerfile", &output);
 }
 

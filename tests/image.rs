@@ -44,10 +44,6 @@ const RUN_OPTIONS: [&str; 14] = [
     "--pull=never",
 ];
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The podman binary: `KAFKA_SIDECAR_PODMAN`, or `podman` on PATH.
 fn podman_bin() -> String {
     std::env::var("KAFKA_SIDECAR_PODMAN").unwrap_or_else(|_| "podman".to_owned())
@@ -173,7 +169,7 @@ fn image_runs_as_deployed_and_drains_on_stop() {
     let (image, container) = (cleanup.image.as_str(), cleanup.container.as_str());
 
     let context = prebuilt_context(&binary);
-    let dockerfile = repo().join("Dockerfile");
+    let dockerfile = support::repo_root().join("Dockerfile");
     podman_ok(
         "podman build --target runtime-prebuilt",
         &[
@@ -210,7 +206,7 @@ fn image_runs_as_deployed_and_drains_on_stop() {
     // points them at the test's broker (by host name) and free ports.
     let config_dir = test_dir().join("config");
     fs::create_dir_all(&config_dir).unwrap();
-    fs::copy(repo().join("deploy/kubernetes/base/config.toml"), config_dir.join("config.toml")).unwrap();
+    fs::copy(support::repo_root().join("deploy/kubernetes/base/config.toml"), config_dir.join("config.toml")).unwrap();
     let tansu = Tansu::start();
     let bootstrap_port = free_port();
     let broker_port_base = free_port_base(support::BROKER_PORT_SPAN);
