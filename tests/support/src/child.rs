@@ -4,7 +4,7 @@
 //! for ([`ChildProcess::wait_until`]).
 
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -77,16 +77,8 @@ impl ChildProcess {
         self.owned_files.push(path);
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log
     }
 
     /// Everything the process has written to its log so far.

@@ -66,7 +66,7 @@ pub(crate) fn read_text(path: &Path) -> String {
 }
 
 /// The last `lines` lines of `text`.
-pub fn tail(text: &str, lines: usize) -> &str {
+pub(crate) fn tail(text: &str, lines: usize) -> &str {
     let mut count = 0;
     for (i, b) in text.bytes().enumerate().rev() {
         if b == b'\n' {

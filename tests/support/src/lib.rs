@@ -58,7 +58,7 @@ pub use clients::{
     CLIENT_TIMEOUT, client_script, create_topics, kcat, kcat_with_input, kcat_with_timeout, python, python_bin,
     python_file, python_ok, python_with_timeout,
 };
-pub use files::{repo_root, tail, temp_path, test_dir};
+pub use files::{repo_root, temp_path, test_dir};
 pub use http::http_get;
 pub use manifests::{expect_valid_manifests, kustomize, venv_tool};
 pub use mock_cluster::MockCluster;

@@ -114,7 +114,7 @@ pub fn listening(port: u16) -> bool {
 }
 
 /// Whether a start failure looks like a port taken between choosing and binding it.
-pub fn port_taken(why: &str) -> bool {
+fn port_taken(why: &str) -> bool {
     why.contains("AddrInUse") || why.contains("in use")
 }
 

@@ -1,8 +1,8 @@
 //! Brokers that demand TLS and SASL, for the tests of the sidecar's upstream security.
 //!
-//! Every broker here is a Tansu (in memory, node id 111) behind one or two front
-//! ends, and Tansu advertises the outermost front end's address, so clients that follow metadata
-//! come back through the front ends:
+//! Every broker here is a Tansu (in memory, node id 111, [`crate::Tansu::behind`]) behind one or
+//! two front ends, and Tansu advertises the outermost front end's address, so clients that follow
+//! metadata come back through the front ends:
 //!
 //! - [`Certs`]: a test CA, an unrelated CA and certificates for every TLS failure worth testing,
 //!   made with the `openssl` CLI ([`Certs::shared`] once per test process).
