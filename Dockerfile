@@ -15,6 +15,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+# The tests' support crate is a workspace member and dev-dependency: cargo reads its manifest.
+COPY tests/support ./tests/support
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin kafka-sidecar \
  && install -D -m 0555 target/x86_64-unknown-linux-musl/release/kafka-sidecar /out/kafka-sidecar
 

@@ -2,10 +2,9 @@
 //! aiokafka and kafkajs, against the Tansu broker and against librdkafka's three-broker mock
 //! cluster.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use kafka_sidecar_test_support as support;
 use serde_json::Value;
 use support::libraries::Library;
 use support::{MockCluster, Sidecar, Tansu, create_topics, expect_success, kcat, kcat_with_input, python_ok};
@@ -221,7 +220,7 @@ fn acks_zero_produce_does_not_stall() {
 #[test]
 fn every_mock_broker_is_reached_through_its_own_port() {
     let cluster = MockCluster::start(3, &["spread"]);
-    let sidecar = Sidecar::start_with_env(&cluster.first_broker(), &[], &[("RUST_LOG", "kafka_sidecar=debug")]);
+    let sidecar = Sidecar::builder(&cluster.first_broker()).env("RUST_LOG", "kafka_sidecar=debug").start();
     let bootstrap = sidecar.bootstrap();
 
     let seen = kcat_broker_addresses(&bootstrap);

@@ -2,22 +2,19 @@
 //! against the Kubernetes schemas offline and keeps the security and scraping policy, its config
 //! is accepted by the sidecar, and a statically linked build of the sidecar serves real clients.
 
-mod support;
-
-use std::path::Path;
 use std::process::Command;
 
+use kafka_sidecar_test_support as support;
 use support::{Sidecar, Tansu, expect_success, expect_valid_manifests, kcat, kustomize, temp_path, venv_tool};
 
 const OVERLAYS: [&str; 4] = ["base", "overlays/msk", "overlays/in-cluster", "overlays/classic-sidecar"];
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 #[test]
 fn dockerfile_passes_hadolint() {
-    let output = Command::new(venv_tool("hadolint")).arg(repo().join("Dockerfile")).output().expect("run hadolint");
+    let output = Command::new(venv_tool("hadolint"))
+        .arg(support::repo_root().join("Dockerfile"))
+        .output()
+        .expect("run hadolint");
     expect_success("hadolint Dockerfile", &output);
 }
 
@@ -69,7 +66,7 @@ fn policy_check_fails_when_a_rule_is_broken() {
 fn static_binary_serves_real_clients() {
     let binary = support::static_sidecar_binary();
     let tansu = Tansu::start();
-    let sidecar = Sidecar::start_binary(&binary, &tansu.addr(), &[]);
+    let sidecar = Sidecar::builder(&tansu.addr()).binary(&binary).start();
     let listing = expect_success("kcat -L", &kcat(&["-b", &sidecar.bootstrap(), "-L"]));
     assert!(listing.contains(&sidecar.broker_addr(111)), "{listing}");
 }

@@ -1,14 +1,14 @@
 //! The Go clients through the sidecar: sarama 1.22 and kafka-go 0.2 (Debian's packages, built by
-//! `tests/support/go.rs` from `tests/clients/go/`), against the Tansu broker and against the
+//! `support::go` from `tests/clients/go/`), against the Tansu broker and against the
 //! ZooKeeper-mode fixture whose controller moves. kafka-go's `Conn` is what the sidecar's first
 //! users ran: it sends admin requests to the broker it is connected to and hands NOT_CONTROLLER
 //! (41) to the application.
 
-mod support;
 mod zk;
 
 use std::time::{Duration, Instant};
 
+use kafka_sidecar_test_support as support;
 use serde_json::{Value, json};
 use support::go::GoLibrary;
 use support::{Sidecar, Tansu, wait_for_port};

@@ -13,14 +13,13 @@
 //! `SKIPPED: podman cannot run containers here: <reason>` (past the harness's capture, so a
 //! plain `cargo test` shows it) and returns without checking anything.
 
-mod support;
-
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use kafka_sidecar_test_support as support;
 use support::{Tansu, expect_success, free_port, free_port_base, kcat, kcat_with_input, run_with_timeout, test_dir};
 
 /// Global options of every podman command.
@@ -44,10 +43,6 @@ const RUN_OPTIONS: [&str; 14] = [
     "k8s-file",
     "--pull=never",
 ];
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The podman binary: `KAFKA_SIDECAR_PODMAN`, or `podman` on PATH.
 fn podman_bin() -> String {
@@ -133,9 +128,8 @@ impl Drop for Cleanup {
 
 /// `Name:\tvalue` of `/proc/<pid>/status`.
 fn proc_status(pid: &str, field: &str) -> String {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap_or_default();
-    line.split_once(':').map(|(_, v)| v.trim().to_owned()).unwrap_or_default()
+    let pid = pid.parse().ok();
+    pid.and_then(|pid| support::process::proc_status_field(pid, field)).unwrap_or_default()
 }
 
 /// The build context of `--target runtime-prebuilt`: prebuilt/kafka-sidecar and
@@ -156,18 +150,7 @@ fn prebuilt_context(binary: &Path) -> PathBuf {
 
 /// Polls `GET /readyz` on `admin` until it answers 200; returns the last status seen.
 fn wait_ready(admin: &str, timeout: Duration) -> u16 {
-    let deadline = Instant::now() + timeout;
-    let mut status = 0;
-    while Instant::now() < deadline {
-        if support::wait_for_port(admin, Duration::from_millis(500)) {
-            status = support::http_get(admin, "/readyz").0;
-            if status == 200 {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    status
+    support::http::wait_for_status(admin, "/readyz", 200, timeout).0
 }
 
 #[test]
@@ -186,7 +169,7 @@ fn image_runs_as_deployed_and_drains_on_stop() {
     let (image, container) = (cleanup.image.as_str(), cleanup.container.as_str());
 
     let context = prebuilt_context(&binary);
-    let dockerfile = repo().join("Dockerfile");
+    let dockerfile = support::repo_root().join("Dockerfile");
     podman_ok(
         "podman build --target runtime-prebuilt",
         &[
@@ -223,7 +206,7 @@ fn image_runs_as_deployed_and_drains_on_stop() {
     // points them at the test's broker (by host name) and free ports.
     let config_dir = test_dir().join("config");
     fs::create_dir_all(&config_dir).unwrap();
-    fs::copy(repo().join("deploy/kubernetes/base/config.toml"), config_dir.join("config.toml")).unwrap();
+    fs::copy(support::repo_root().join("deploy/kubernetes/base/config.toml"), config_dir.join("config.toml")).unwrap();
     let tansu = Tansu::start();
     let bootstrap_port = free_port();
     let broker_port_base = free_port_base(support::BROKER_PORT_SPAN);

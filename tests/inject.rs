@@ -3,11 +3,10 @@
 //! (`tests/inject/`), in both modes. Every output is validated strictly against the Kubernetes
 //! schemas offline, and injecting again changes nothing.
 
-mod support;
-
 use std::process::Output;
 use std::time::Duration;
 
+use kafka_sidecar_test_support as support;
 use serde_json::{Value, json};
 use support::{expect_success, expect_valid_manifests, kustomize, run_with_input, sidecar_command, temp_path};
 

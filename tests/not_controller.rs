@@ -2,8 +2,6 @@
 //! broker front ends over the Tansu broker whose controller moves on demand): clients that do not
 //! retry 41 never see it through the sidecar, and do see it without.
 
-mod raw;
-mod support;
 mod zk;
 
 use std::time::{Duration, Instant};
@@ -13,6 +11,7 @@ use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_sidecar_test_support::{self as support, raw};
 use raw::{RawClient, create_topics_v0, delete_topics_v0, read_topic_errors_v0};
 use serde_json::Value;
 use support::libraries::Library;

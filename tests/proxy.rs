@@ -1,9 +1,6 @@
 //! The proxy against a real broker (Tansu), spoken to in raw Kafka protocol: address rewriting
 //! across versions, old versions passing through, acks=0, hostile input and shutdown.
 
-mod raw;
-mod support;
-
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -12,6 +9,7 @@ use kafka_protocol::messages::{
     FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_sidecar_test_support::{self as support, raw};
 use raw::{RawClient, create_topics_v0, raw_request, read_topic_errors_v0};
 use support::{Sidecar, Tansu};
 

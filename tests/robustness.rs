@@ -1,9 +1,6 @@
 //! Faults on either side: a broker that sends a malformed response, a broker that goes away
 //! mid-request, and the socket options of live connections as the kernel reports them.
 
-mod raw;
-mod support;
-
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::Arc;
@@ -12,6 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+use kafka_sidecar_test_support::{self as support, raw};
 use raw::RawClient;
 use support::scripted::{Script, api_versions_v0, metadata_v1, response, scripted_broker, serve_scripted};
 use support::{Sidecar, Tansu};
@@ -208,7 +206,7 @@ fn check_config_prints_the_settings_by_flag_name_without_the_password() {
 #[test]
 fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
     // NO_COLOR set but empty does not ask for plain output; the log file still must not get colours.
-    let sidecar = Sidecar::start_with_env("127.0.0.1:1", &[], &[("NO_COLOR", "")]);
+    let sidecar = Sidecar::builder("127.0.0.1:1").env("NO_COLOR", "").start();
     assert!(sidecar.wait_for_log("kafka-sidecar listening", Duration::from_secs(5)), "{}", sidecar.logs());
     assert!(!sidecar.logs().contains('\u{1b}'), "escape codes in:\n{:?}", sidecar.logs());
 }

@@ -21,7 +21,6 @@
 //! (300), `KAFKA_SIDECAR_SOAK_RATE` (messages per second, 100) and `KAFKA_SIDECAR_SOAK_REPORT`
 //! (a JSON-lines file that receives a sample of the sidecar every minute and a line per cycle).
 
-mod support;
 mod zk;
 
 use std::fs::File;
@@ -32,10 +31,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use kafka_sidecar_test_support as support;
 use serde_json::{Value, json};
 use support::background::Background;
+use support::http::metric_in;
 use support::numbered;
-use support::process::{metric_in, open_fds, proc_status_kib, threads};
+use support::process::{open_fds, proc_status_kib, threads};
 use support::{Sidecar, Tansu};
 use zk::{FlapGuard, ZkCluster, ZkOptions};
 

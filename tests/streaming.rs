@@ -11,9 +11,6 @@
 //! records and Fetch answers are numbered pages of a pattern per client and direction
 //! ([`write_pages`]), checked page by page as they arrive ([`read_pages`]).
 
-mod raw;
-mod support;
-
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::ops::Range;
@@ -22,6 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+use kafka_sidecar_test_support::{self as support, raw};
 use raw::RawClient;
 use support::Sidecar;
 use support::process::{mib, proc_status_kib};

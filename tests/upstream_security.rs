@@ -3,18 +3,15 @@
 //! demand TLS, mutual TLS, PLAIN, SCRAM or MSK IAM; wrong trust, names, certificates and
 //! credentials fail with their cause; certificates rotate on disk; SASL sessions are renewed.
 
-mod security;
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+use kafka_sidecar_test_support::{self as support, raw, security};
 use security::{AwsCredentials, Mechanism, SaslBroker, ServerCert, TlsBroker, TlsOptions, User};
 use support::{Sidecar, expect_success, kcat, temp_path};
 
-mod raw;
 use raw::RawClient;
 
 fn path(p: &Path) -> &str {
@@ -150,20 +147,18 @@ fn sasl_plain_and_scram_authenticate_and_wrong_passwords_fail() {
     let user = User::new("orders", "s3cret-pass");
     for mechanism in Mechanism::PASSWORD {
         let broker = SaslBroker::start(&[mechanism], std::slice::from_ref(&user), None);
-        let good = Sidecar::start_with_env(
-            &broker.addr(),
-            &["--sasl-mechanism", mechanism.name(), "--sasl-username", "orders"],
-            &[("KAFKA_SIDECAR_SASL_PASSWORD", "s3cret-pass")],
-        );
+        let good = Sidecar::builder(&broker.addr())
+            .args(&["--sasl-mechanism", mechanism.name(), "--sasl-username", "orders"])
+            .env("KAFKA_SIDECAR_SASL_PASSWORD", "s3cret-pass")
+            .start();
         good.kcat_round_trip(&format!("sasl-{}", mechanism.name().to_lowercase()), 20);
         assert!(broker.successful_authentications() >= 2, "{mechanism}: the sidecar authenticated");
         assert!(!good.logs().contains("s3cret-pass"), "the password never reaches the log");
 
-        let bad = Sidecar::start_with_env(
-            &broker.addr(),
-            &["--sasl-mechanism", mechanism.name(), "--sasl-username", "orders"],
-            &[("KAFKA_SIDECAR_SASL_PASSWORD", "wrong")],
-        );
+        let bad = Sidecar::builder(&broker.addr())
+            .args(&["--sasl-mechanism", mechanism.name(), "--sasl-username", "orders"])
+            .env("KAFKA_SIDECAR_SASL_PASSWORD", "wrong")
+            .start();
         assert_refused(&bad, "the broker refused the credentials", "sasl");
     }
 }
@@ -171,11 +166,10 @@ fn sasl_plain_and_scram_authenticate_and_wrong_passwords_fail() {
 #[test]
 fn a_client_configured_for_sasl_plain_still_works_when_the_sidecar_authenticates() {
     let broker = SaslBroker::start(&[Mechanism::ScramSha512], &[User::new("orders", "pw")], None);
-    let sidecar = Sidecar::start_with_env(
-        &broker.addr(),
-        &["--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", "orders"],
-        &[("KAFKA_SIDECAR_SASL_PASSWORD", "pw")],
-    );
+    let sidecar = Sidecar::builder(&broker.addr())
+        .args(&["--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", "orders"])
+        .env("KAFKA_SIDECAR_SASL_PASSWORD", "pw")
+        .start();
     let bootstrap = sidecar.bootstrap();
     // The application keeps its SASL PLAIN settings; the sidecar answers them on loopback.
     let listing = expect_success(
@@ -209,12 +203,12 @@ fn aws_msk_iam_tokens_are_accepted_and_wrong_keys_refused() {
     let args = ["--sasl-mechanism", "AWS_MSK_IAM", "--aws-region", "eu-west-1"];
     let good_env = env(&credentials.secret_access_key);
     let good_env: Vec<(&str, &str)> = good_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let good = Sidecar::start_with_env(&broker.addr(), &args, &good_env);
+    let good = Sidecar::builder(&broker.addr()).args(&args).envs(&good_env).start();
     good.kcat_round_trip("iam", 20);
 
     let bad_env = env("not-the-secret");
     let bad_env: Vec<(&str, &str)> = bad_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let bad = Sidecar::start_with_env(&broker.addr(), &args, &bad_env);
+    let bad = Sidecar::builder(&broker.addr()).args(&args).envs(&bad_env).start();
     assert_refused(&bad, "signature mismatch", "sasl");
 }
 
@@ -224,11 +218,10 @@ fn sasl_sessions_are_renewed_before_the_broker_deadline() {
     // exchange with the Python front end on a busy machine (2 s left 0.3 s, and failed there).
     let lifetime = Duration::from_secs(5);
     let broker = SaslBroker::start(&[Mechanism::ScramSha256], &[User::new("orders", "pw")], Some(lifetime));
-    let sidecar = Sidecar::start_with_env(
-        &broker.addr(),
-        &["--sasl-mechanism", "SCRAM-SHA-256", "--sasl-username", "orders"],
-        &[("KAFKA_SIDECAR_SASL_PASSWORD", "pw")],
-    );
+    let sidecar = Sidecar::builder(&broker.addr())
+        .args(&["--sasl-mechanism", "SCRAM-SHA-256", "--sasl-username", "orders"])
+        .env("KAFKA_SIDECAR_SASL_PASSWORD", "pw")
+        .start();
     let mut client = RawClient::connect(&sidecar.bootstrap());
     let before = broker.successful_authentications();
     let started = Instant::now();

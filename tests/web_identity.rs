@@ -2,9 +2,6 @@
 //! for temporary credentials at a fake STS (HTTPS on loopback, certificate for `localhost` from
 //! the test CA), then signs its MSK IAM tokens with them in front of an IAM-enforcing broker.
 
-mod security;
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use kafka_sidecar_test_support::{self as support, security};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use security::{AwsCredentials, Certs, SaslBroker, ServerCert};
@@ -331,7 +329,10 @@ fn iam_sidecar(upstream: &str, sts: &FakeSts, token_file: &Path, static_keys: Op
         ("AWS_ENDPOINT_URL_STS", &sts_url),
         ("AWS_CA_BUNDLE", Certs::shared().ca_cert().to_str().unwrap()),
     ];
-    Sidecar::start_with_env(upstream, &["--sasl-mechanism", "AWS_MSK_IAM", "--aws-region", "eu-west-1"], &env)
+    Sidecar::builder(upstream)
+        .args(&["--sasl-mechanism", "AWS_MSK_IAM", "--aws-region", "eu-west-1"])
+        .envs(&env)
+        .start()
 }
 
 #[test]

@@ -3,8 +3,6 @@
 //! Metadata names the front ends and the reported controller (also stale and flapping), and a
 //! real client (confluent-kafka) talking to it directly sees NOT_CONTROLLER while it flaps.
 
-mod raw;
-mod support;
 mod zk;
 
 use std::collections::BTreeSet;
@@ -29,6 +27,7 @@ use kafka_protocol::messages::{
     MetadataResponse, TopicName, UpdateFeaturesRequest, UpdateFeaturesResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_sidecar_test_support::{self as support, raw};
 use raw::{RawClient, create_topics_v0, delete_topics_v0, read_topic_errors_v0};
 use support::{Tansu, python_with_timeout};
 use zk::{ZkCluster, ZkOptions};

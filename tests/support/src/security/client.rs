@@ -1,4 +1,4 @@
-//! Kafka clients connecting with TLS / SASL settings: `tests/security/probe.py` (confluent-kafka
+//! Kafka clients connecting with TLS / SASL settings: `tests/clients/probe.py` (confluent-kafka
 //! or kafka-python) and kcat.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,6 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::sasl::{AwsCredentials, Mechanism};
-use crate::support;
 
 /// Which Python client [`probe`] uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,15 +239,15 @@ pub fn probe_holding(client: Client, bootstrap: &str, security: &ClientSecurity,
 }
 
 fn run_probe(client: Client, bootstrap: &str, security: &ClientSecurity, hold: Option<Duration>) -> ProbeResult {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/security/probe.py");
-    let mut cmd = Command::new(support::python_bin());
+    let script = crate::client_script("probe.py");
+    let mut cmd = Command::new(crate::python_bin());
     cmd.arg(script).args(["--bootstrap", bootstrap, "--client", client.name(), "--timeout", "15"]);
     cmd.args(security.probe_args());
     if let Some(hold) = hold {
         cmd.args(["--hold", &format!("{:.3}", hold.as_secs_f64())]);
     }
     cmd.env("PYTHONUNBUFFERED", "1").env("PYTHONDONTWRITEBYTECODE", "1");
-    let output = support::run_with_timeout(cmd, Duration::from_secs(60) + hold.unwrap_or_default());
+    let output = crate::run_with_timeout(cmd, Duration::from_secs(60) + hold.unwrap_or_default());
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let text = format!("--- stdout ---\n{stdout}\n--- stderr ---\n{}", String::from_utf8_lossy(&output.stderr));
     let Some(v) = stdout.lines().rev().find_map(|l| serde_json::from_str::<Value>(l).ok()) else {
@@ -290,5 +289,5 @@ pub fn kcat_metadata_within(bootstrap: &str, security: &ClientSecurity, timeout:
         args.push(p);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    support::kcat_with_timeout(&args, timeout + Duration::from_secs(30))
+    crate::kcat_with_timeout(&args, timeout + Duration::from_secs(30))
 }

@@ -1,9 +1,8 @@
 //! Brokers that demand TLS and SASL, for the tests of the sidecar's upstream security.
 //!
-//! Used as `mod support; mod security;` from `tests/*.rs` (this module builds on
-//! `crate::support`). Every broker here is a Tansu (in memory, node id 111) behind one or two front
-//! ends, and Tansu advertises the outermost front end's address, so clients that follow metadata
-//! come back through the front ends:
+//! Every broker here is a Tansu (in memory, node id 111, [`crate::Tansu::behind`]) behind one or
+//! two front ends, and Tansu advertises the outermost front end's address, so clients that follow
+//! metadata come back through the front ends:
 //!
 //! - [`Certs`]: a test CA, an unrelated CA and certificates for every TLS failure worth testing,
 //!   made with the `openssl` CLI ([`Certs::shared`] once per test process).
@@ -37,19 +36,15 @@
 //!
 //! Needs what `scripts/setup.sh` installs: `stunnel4`, `openssl`, Tansu
 //! (`KAFKA_SIDECAR_TANSU`) and the venv (`KAFKA_SIDECAR_PYTHON`, with `scramp`).
-//! Processes are killed when their handle is dropped; their output goes to files in the test
-//! process's directory (`support::test_dir`), with a tail printed on stderr when the test panics.
+//! Processes are [`crate::ChildProcess`]es: killed when their handle is dropped, their output in
+//! files in the test process's directory ([`crate::test_dir`]), with a tail printed on stderr
+//! when the test panics.
 
-#![allow(dead_code, unused_imports)]
-
-mod backend;
 mod certs;
 mod client;
-mod process;
 mod sasl;
 mod tls;
 
-pub use backend::BackendTansu;
 pub use certs::{CertKey, Certs, ServerCert};
 pub use client::{Client, ClientSecurity, ProbeResult, kcat_metadata, kcat_metadata_within, probe, probe_holding};
 pub use sasl::{

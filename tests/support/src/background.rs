@@ -1,38 +1,30 @@
 //! A client script of `tests/clients/` running in the background, watched line by line.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::child::{ChildProcess, Pipes};
+use crate::clients::python_command;
+
 /// A client script of `tests/clients/` running in the background: its stdout lines arrive on a
-/// channel as they are printed, its stderr goes to a file.
+/// channel as they are printed, its stderr goes to its log. Killed when dropped.
 pub struct Background {
-    child: Child,
+    process: ChildProcess,
     lines: Receiver<String>,
     seen: Vec<String>,
-    stderr: PathBuf,
     what: String,
 }
 
 impl Background {
     pub fn python(script: &str, args: &[&str]) -> Background {
-        let stderr = super::temp_path(script);
-        let mut child = Command::new(super::python_bin())
-            .arg(super::client_script(script))
-            .args(args)
-            .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).expect("create stderr file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {script}: {e}"));
-        let stdout = child.stdout.take().unwrap();
+        let cmd = python_command(script, args);
+        let mut process = ChildProcess::spawn_with(script, cmd, Pipes { stdin: false, stdout: true });
+        let stdout = process.take_stdout().expect("stdout pipe");
         let (tx, lines) = channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -41,7 +33,7 @@ impl Background {
                 }
             }
         });
-        Background { child, lines, seen: Vec::new(), stderr, what: format!("{script} {}", args.join(" ")) }
+        Background { process, lines, seen: Vec::new(), what: format!("{script} {}", args.join(" ")) }
     }
 
     /// The stdout lines read so far.
@@ -67,24 +59,15 @@ impl Background {
     }
 
     pub fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.process.logs()
     }
 
     /// Waits for the script to exit; returns its status and last JSON line (its result).
     pub fn finish(mut self, timeout: Duration) -> (ExitStatus, Value) {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for script") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not finish within {timeout:?}:\n{}",
-                self.what,
-                self.stderr_text()
-            );
-            thread::sleep(Duration::from_millis(50));
-        };
+        let status = self
+            .process
+            .wait_exit(timeout)
+            .unwrap_or_else(|| panic!("{} did not finish within {timeout:?}:\n{}", self.what, self.stderr_text()));
         // The reader thread ends at EOF, after the last line.
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.seen.push(line);
@@ -97,15 +80,5 @@ impl Background {
             panic!("{} printed no result ({status}):\n{:?}\n{}", self.what, self.seen, self.stderr_text())
         });
         (status, result)
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !thread::panicking() {
-            let _ = std::fs::remove_file(&self.stderr);
-        }
     }
 }

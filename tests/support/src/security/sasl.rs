@@ -2,17 +2,17 @@
 
 use std::fmt;
 use std::path::Path;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::backend::BackendTansu;
 use super::certs::Certs;
-use super::process::{Process, port_taken};
 use super::tls::{TlsOptions, TlsTerminator};
-use crate::support;
+use crate::child::{ChildProcess, START_TIMEOUT};
+use crate::clients::python_command;
+use crate::ports::with_port_retries;
+use crate::tansu::Tansu;
 
 /// A SASL mechanism the front end can enforce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -194,9 +194,9 @@ impl AuthEvent {
 pub struct SaslBroker {
     // Dropped in this order: stunnel, the front end, Tansu.
     tls: Option<TlsTerminator>,
-    front: Process,
+    front: ChildProcess,
     front_addr: String,
-    tansu: BackendTansu,
+    tansu: Tansu,
     config: SaslConfig,
 }
 
@@ -222,25 +222,17 @@ impl SaslBroker {
         if config.mechanisms.contains(&Mechanism::OAuthBearer) {
             assert!(!config.iam_credentials.is_empty(), "OAUTHBEARER needs SaslConfig::iam_credentials");
         }
-        let mut last = String::new();
-        for _ in 0..3 {
-            match SaslBroker::try_start(&config) {
-                Ok(broker) => return broker,
-                Err(why) if port_taken(&why) => last = why,
-                Err(why) => panic!("the SASL broker did not start: {why}"),
-            }
-        }
-        panic!("the SASL broker did not start after 3 attempts: {last}");
+        with_port_retries("the SASL broker", || SaslBroker::try_start(&config))
     }
 
     fn try_start(config: &SaslConfig) -> Result<SaslBroker, String> {
-        let front_port = support::free_port();
-        let tls_port = config.tls.map(|_| support::free_port());
+        let front_port = crate::free_port();
+        let tls_port = config.tls.map(|_| crate::free_port());
         let advertised = match tls_port {
             Some(port) => format!("localhost:{port}"),
             None => format!("127.0.0.1:{front_port}"),
         };
-        let tansu = BackendTansu::start(&advertised);
+        let tansu = Tansu::behind(&advertised);
         let front_addr = format!("127.0.0.1:{front_port}");
         let front = spawn_front("sasl-front", &front_addr, &tansu.addr(), &front_args(config))?;
         let tls = match (config.tls, tls_port) {
@@ -399,24 +391,12 @@ fn front_args(config: &SaslConfig) -> Vec<String> {
 
 /// Starts `tests/clients/sasl_front.py` on `listen` in front of `upstream` with `args`, and waits
 /// for its `ready` event; on failure, why (with its output).
-pub(crate) fn spawn_front(name: &str, listen: &str, upstream: &str, args: &[String]) -> Result<Process, String> {
-    let mut cmd = Command::new(support::python_bin());
-    cmd.arg(support::client_script("sasl_front.py")).args(["--listen", listen, "--upstream", upstream]).args(args);
-    cmd.env("PYTHONUNBUFFERED", "1").env("PYTHONDONTWRITEBYTECODE", "1");
-    let mut front = Process::spawn(name, cmd);
-    let deadline = Instant::now() + super::process::START_TIMEOUT;
-    loop {
-        if front.logs().contains("\"event\": \"ready\"") {
-            return Ok(front);
-        }
-        if let Some(status) = front.exited() {
-            return Err(format!("sasl_front.py exited early with {status}\n{}", front.logs()));
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("sasl_front.py did not become ready\n{}", front.logs()));
-        }
-        thread::sleep(Duration::from_millis(25));
-    }
+pub(crate) fn spawn_front(name: &str, listen: &str, upstream: &str, args: &[String]) -> Result<ChildProcess, String> {
+    let mut cmd = python_command("sasl_front.py", &["--listen", listen, "--upstream", upstream]);
+    cmd.args(args);
+    let mut front = ChildProcess::spawn(name, cmd);
+    front.wait_until("become ready", START_TIMEOUT, |front| front.logs().contains("\"event\": \"ready\""))?;
+    Ok(front)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -468,7 +448,7 @@ pub fn iam_token_with(region: &str, credentials: &AwsCredentials, options: &IamT
         Some(ua) => args.extend_from_slice(&["--user-agent", ua]),
         None => args.push("--no-user-agent"),
     }
-    support::python_ok("iam_token.py", &args).trim().to_string()
+    crate::python_ok("iam_token.py", &args).trim().to_string()
 }
 
 /// Checks `token` with the front end's verifier as it would at `now` (epoch seconds; `None`:
@@ -488,7 +468,7 @@ pub fn check_iam_token(
     for c in &creds {
         args.extend_from_slice(&["--iam-credential", c]);
     }
-    let output = support::python("sasl_front.py", &args);
+    let output = crate::python("sasl_front.py", &args);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(

@@ -10,7 +10,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use super::{CLIENT_TIMEOUT, client_script, expect_success, python_bin, run_with_timeout};
+use crate::clients::{CLIENT_TIMEOUT, client_script, python_command};
+use crate::run::{expect_success, run_with_timeout};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Library {
@@ -30,11 +31,7 @@ impl Library {
 
     fn command(self) -> Command {
         match self {
-            Library::Aiokafka => {
-                let mut cmd = Command::new(python_bin());
-                cmd.arg(client_script("aiokafka_client.py")).env("PYTHONDONTWRITEBYTECODE", "1");
-                cmd
-            }
+            Library::Aiokafka => python_command("aiokafka_client.py", &[]),
             Library::Kafkajs => {
                 let mut cmd = Command::new("node");
                 cmd.arg(client_script("kafkajs_client.js")).env("NODE_PATH", node_modules());

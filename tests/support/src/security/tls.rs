@@ -5,11 +5,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use super::backend::BackendTansu;
 use super::certs::{CertKey, Certs, ServerCert};
-use super::process::{Process, port_taken};
 use super::sasl::spawn_front;
-use crate::support;
+use crate::child::{ChildProcess, START_TIMEOUT};
+use crate::ports::{listening, with_port_retries};
+use crate::tansu::Tansu;
 
 /// How a TLS front end behaves.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,7 +56,7 @@ impl TlsOptions {
 /// `debug = info` its log has one line per event: `accepted connection from`, `TLS accepted`,
 /// `Certificate accepted at depth=0: CN=...`, `SSL_accept: ...` on a failed handshake.
 pub struct TlsTerminator {
-    process: Process,
+    process: ChildProcess,
     port: u16,
     upstream: String,
     options: TlsOptions,
@@ -65,15 +65,7 @@ pub struct TlsTerminator {
 impl TlsTerminator {
     /// Starts stunnel on a free port in front of `upstream` (`host:port`).
     pub fn start(upstream: &str, options: TlsOptions) -> TlsTerminator {
-        let mut last = String::new();
-        for _ in 0..3 {
-            match TlsTerminator::start_on(support::free_port(), upstream, options) {
-                Ok(t) => return t,
-                Err(why) if port_taken(&why) => last = why,
-                Err(why) => panic!("stunnel did not start: {why}"),
-            }
-        }
-        panic!("stunnel did not start after 3 attempts: {last}");
+        with_port_retries("stunnel", || TlsTerminator::start_on(crate::free_port(), upstream, options))
     }
 
     /// Starts stunnel on `port` and waits until it accepts connections; on failure, why (with
@@ -81,7 +73,7 @@ impl TlsTerminator {
     pub fn start_on(port: u16, upstream: &str, options: TlsOptions) -> Result<TlsTerminator, String> {
         let certs = Certs::shared();
         let server: &CertKey = certs.server(options.server_cert);
-        let config_path = support::temp_path("stunnel").with_extension("conf");
+        let config_path = crate::temp_path("stunnel").with_extension("conf");
         let mut config = format!(
             "foreground = yes\n\
              pid =\n\
@@ -110,12 +102,10 @@ impl TlsTerminator {
         let bin = if Path::new("/usr/bin/stunnel4").exists() { "stunnel4" } else { "stunnel" };
         let mut cmd = Command::new(bin);
         cmd.arg(&config_path);
-        let mut process = Process::spawn("stunnel", cmd);
+        let mut process = ChildProcess::spawn("stunnel", cmd);
         process.owns_file(config_path);
-        match process.wait_for_listen(port) {
-            Ok(()) => Ok(TlsTerminator { process, port, upstream: upstream.to_string(), options }),
-            Err(why) => Err(format!("{why}\n{}", process.logs())),
-        }
+        process.wait_until(&format!("listen on 127.0.0.1:{port}"), START_TIMEOUT, |_| listening(port))?;
+        Ok(TlsTerminator { process, port, upstream: upstream.to_string(), options })
     }
 
     /// `localhost:PORT`: the address clients connect to (SNI and hostname checks use
@@ -183,41 +173,29 @@ impl TlsTerminator {
 /// Tansu behind a [`TlsTerminator`]: an SSL listener at `localhost:PORT` whose metadata names
 /// `localhost:PORT` (node id 111).
 pub struct TlsBroker {
-    // Dropped in this order: the terminator, the relay, Tansu.
+    // Dropped in this order: the terminator, the relay (held only to keep it running), Tansu.
     terminator: TlsTerminator,
-    relay: Option<Process>,
-    tansu: BackendTansu,
+    _relay: Option<ChildProcess>,
+    tansu: Tansu,
 }
 
 impl TlsBroker {
     /// Starts Tansu and stunnel in front of it with `options`, certificates from
     /// [`Certs::shared`].
     pub fn start(options: TlsOptions) -> TlsBroker {
-        let mut last = String::new();
-        for _ in 0..3 {
-            let port = support::free_port();
-            let tansu = BackendTansu::start(&format!("localhost:{port}"));
+        with_port_retries("the TLS broker", || {
+            let port = crate::free_port();
+            let tansu = Tansu::behind(&format!("localhost:{port}"));
             let (relay, upstream) = if options.normalize_api_versions {
-                let addr = format!("127.0.0.1:{}", support::free_port());
+                let addr = format!("127.0.0.1:{}", crate::free_port());
                 let args = ["--no-auth".to_string(), "--normalize-api-versions".to_string()];
-                match spawn_front("relay", &addr, &tansu.addr(), &args) {
-                    Ok(relay) => (Some(relay), addr),
-                    Err(why) if port_taken(&why) => {
-                        last = why;
-                        continue;
-                    }
-                    Err(why) => panic!("the relay did not start: {why}"),
-                }
+                (Some(spawn_front("relay", &addr, &tansu.addr(), &args)?), addr)
             } else {
                 (None, tansu.addr())
             };
-            match TlsTerminator::start_on(port, &upstream, options) {
-                Ok(terminator) => return TlsBroker { terminator, relay, tansu },
-                Err(why) if port_taken(&why) => last = why,
-                Err(why) => panic!("stunnel did not start: {why}"),
-            }
-        }
-        panic!("stunnel did not start after 3 attempts: {last}");
+            let terminator = TlsTerminator::start_on(port, &upstream, options)?;
+            Ok(TlsBroker { terminator, _relay: relay, tansu })
+        })
     }
 
     /// `localhost:PORT`: bootstrap address for SSL clients, and the broker address in metadata.
@@ -275,7 +253,7 @@ impl TlsBroker {
         &mut self.terminator
     }
 
-    pub fn tansu(&self) -> &BackendTansu {
+    pub fn tansu(&self) -> &Tansu {
         &self.tansu
     }
 

@@ -79,6 +79,24 @@ class ListHandler(logging.Handler):
         ERRORS.append(f"{record.name}: {record.getMessage()}")
 
 
+def credentials(args, tls_names, sasl_names):
+    """The TLS files and SASL settings of `args` under a client's own option names: (CA,
+    certificate, key) and (mechanism, username, password)."""
+    (ca, cert, key), (mechanism, username, password) = tls_names, sasl_names
+    conf = {}
+    if args.ca:
+        conf[ca] = args.ca
+    if args.cert:
+        conf[cert] = args.cert
+        conf[key] = args.key
+    if args.mechanism:
+        conf[mechanism] = args.mechanism
+    if args.username is not None:
+        conf[username] = args.username
+        conf[password] = args.password or ""
+    return conf
+
+
 def is_auth_error(text):
     return any(
         needle in text
@@ -107,20 +125,17 @@ def confluent(args):
         "logger": logger,
         "log_level": 4,
     }
-    if args.ca:
-        conf["ssl.ca.location"] = args.ca
-    if args.cert:
-        conf["ssl.certificate.location"] = args.cert
-        conf["ssl.key.location"] = args.key
+    conf.update(
+        credentials(
+            args,
+            ["ssl.ca.location", "ssl.certificate.location", "ssl.key.location"],
+            ["sasl.mechanism", "sasl.username", "sasl.password"],
+        )
+    )
     if args.no_hostname_check:
         conf["ssl.endpoint.identification.algorithm"] = "none"
     elif args.protocol in ("SSL", "SASL_SSL"):
         conf["ssl.endpoint.identification.algorithm"] = "https"
-    if args.mechanism:
-        conf["sasl.mechanism"] = args.mechanism
-    if args.username is not None:
-        conf["sasl.username"] = args.username
-        conf["sasl.password"] = args.password or ""
     tokens = token_source(args)
     if tokens is not None:
         conf["oauth_cb"] = lambda _config: tokens()
@@ -171,18 +186,15 @@ def kafka_python(args):
         "request_timeout_ms": int(args.timeout * 1000),
         "bootstrap_timeout_ms": int(args.timeout * 1000),
     }
-    if args.ca:
-        conf["ssl_cafile"] = args.ca
-    if args.cert:
-        conf["ssl_certfile"] = args.cert
-        conf["ssl_keyfile"] = args.key
+    conf.update(
+        credentials(
+            args,
+            ["ssl_cafile", "ssl_certfile", "ssl_keyfile"],
+            ["sasl_mechanism", "sasl_plain_username", "sasl_plain_password"],
+        )
+    )
     if args.protocol in ("SSL", "SASL_SSL"):
         conf["ssl_check_hostname"] = not args.no_hostname_check
-    if args.mechanism:
-        conf["sasl_mechanism"] = args.mechanism
-    if args.username is not None:
-        conf["sasl_plain_username"] = args.username
-        conf["sasl_plain_password"] = args.password or ""
     tokens = token_source(args)
     if tokens is not None:
 

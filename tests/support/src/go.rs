@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{CLIENT_TIMEOUT, expect_success, run_with_timeout, test_dir};
+use crate::clients::CLIENT_TIMEOUT;
+use crate::files::{repo_root, test_dir};
+use crate::run::{expect_success, run_with_timeout};
 
 /// Where Debian installs Go libraries (`*-dev` packages): a GOPATH.
 const DEBIAN_GOPATH: &str = "/usr/share/gocode";
@@ -85,7 +87,7 @@ fn build() -> PathBuf {
             dir.display()
         );
     }
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/go");
+    let source = repo_root().join("tests/clients/go");
     let binary = test_dir().join("go-client");
     let mut cmd = Command::new(&go);
     cmd.args(["build", "-o"])

@@ -1,20 +1,7 @@
-//! Figures of a running process read from `/proc` (resident memory, open files, threads) and of
-//! the sidecar's Prometheus text.
+//! Figures of a running process read from `/proc`: resident memory, open files, threads, and any
+//! field of its status.
 
 use std::fs;
-
-/// Sum of every series of metric `name` whose labels contain each of `labels` (e.g.
-/// `cause="idle"`).
-pub fn metric_in(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, label_text) = series.split_at(series.find('{').unwrap_or(series.len()));
-            (metric == name && labels.iter().all(|l| label_text.contains(l))).then(|| value.parse::<f64>().ok())?
-        })
-        .fold(0.0, |sum, value| sum + value)
-}
 
 /// A field of `/proc/<pid>/status` in KiB (`VmHWM`, `VmRSS`).
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
@@ -30,7 +17,8 @@ pub fn threads(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no Threads in /proc/{pid}/status"))
 }
 
-fn proc_status_field(pid: u32, field: &str) -> Option<String> {
+/// A field of `/proc/<pid>/status` as it stands (`Uid`, `CapEff`); `None` if there is none.
+pub fn proc_status_field(pid: u32, field: &str) -> Option<String> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|line| Some(line.strip_prefix(field)?.strip_prefix(':')?.trim().to_owned()))
 }

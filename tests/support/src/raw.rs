@@ -1,8 +1,6 @@
 //! A blocking, raw Kafka client for tests: sends exactly the bytes a test wants (old versions,
 //! hostile frames) and reads whole response frames.
 
-#![allow(dead_code)]
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::Duration;
 
-use crate::support;
+use crate::ports::random_u64;
 
 /// Which certificate a TLS front end presents.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -122,7 +122,7 @@ impl Certs {
     /// - `client.pem` / `.key`: client (`CN=kafka-sidecar-client`, clientAuth), by the test CA;
     /// - `other-ca-client.pem` / `.key`: client, by the other CA (refused under mTLS).
     pub fn generate() -> Certs {
-        let dir = support::temp_path("certs").with_extension("d");
+        let dir = crate::temp_path("certs").with_extension("d");
         fs::create_dir_all(dir.join("issued")).expect("create certificate dir");
         fs::write(dir.join("openssl.cnf"), OPENSSL_CONFIG).expect("write openssl.cnf");
         fs::write(dir.join("index.txt"), "").expect("write index.txt");
@@ -157,127 +157,68 @@ impl Certs {
             .current_dir(&self.dir)
             .env("CA_DIR", &self.dir)
             .env("OPENSSL_CONF", self.dir.join("openssl.cnf"));
-        let output = support::run_with_timeout(cmd, Duration::from_secs(30));
-        support::expect_success(&format!("openssl {what} (is openssl installed? run scripts/setup.sh)"), &output);
+        let output = crate::run_with_timeout(cmd, Duration::from_secs(30));
+        crate::expect_success(&format!("openssl {what} (is openssl installed? run scripts/setup.sh)"), &output);
     }
 
     fn config(&self) -> String {
         self.dir.join("openssl.cnf").display().to_string()
     }
 
-    fn new_key_and_csr(&self, pair: &CertKey, cn: &str) -> PathBuf {
-        let csr = pair.cert.with_extension("csr");
-        self.openssl(
-            &format!("req for {cn}"),
-            &[
-                "req",
-                "-new",
-                "-config",
-                &self.config(),
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &pair.key.display().to_string(),
-                "-out",
-                &csr.display().to_string(),
-                "-subj",
-                &format!("/CN={cn}"),
-            ],
-        );
-        csr
+    /// `openssl req`: a new P-256 key into `pair.key` and, for `/CN=cn`, a request (or with
+    /// `-x509` in `extra`, a certificate) into `out`.
+    fn new_key(&self, pair: &CertKey, cn: &str, out: &Path, extra: &[&str]) {
+        let (config, key, out) = (self.config(), pair.key.display().to_string(), out.display().to_string());
+        let subject = format!("/CN={cn}");
+        let mut args = vec!["req", "-new", "-config", &config, "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+        args.extend_from_slice(&["-nodes", "-keyout", &key, "-out", &out, "-subj", &subject]);
+        args.extend_from_slice(extra);
+        self.openssl(&format!("req for {cn}"), &args);
     }
 
     fn self_signed(&self, pair: &CertKey, cn: &str) {
-        self.openssl(
-            &format!("self-signed {cn}"),
-            &[
-                "req",
-                "-x509",
-                "-new",
-                "-config",
-                &self.config(),
-                "-extensions",
-                "ca_ext",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &pair.key.display().to_string(),
-                "-out",
-                &pair.cert.display().to_string(),
-                "-days",
-                "3650",
-                "-sha256",
-                "-subj",
-                &format!("/CN={cn}"),
-            ],
-        );
+        let extra = ["-x509", "-extensions", "ca_ext", "-days", "3650", "-sha256"];
+        self.new_key(pair, cn, &pair.cert, &extra);
+    }
+
+    /// A new key and certificate for `pair` (`/CN=cn`, with `extensions` of the configuration),
+    /// its request signed by the openssl command `sign`.
+    fn sign_new_key(&self, pair: &CertKey, cn: &str, extensions: &str, sign: &[&str]) {
+        let csr = pair.cert.with_extension("csr");
+        self.new_key(pair, cn, &csr, &[]);
+        let (config, csr_path, cert) = (self.config(), csr.display().to_string(), pair.cert.display().to_string());
+        let mut args = sign.to_vec();
+        args.extend_from_slice(&["-extfile", &config, "-extensions", extensions, "-in", &csr_path, "-out", &cert]);
+        self.openssl(&format!("{} for {cn}", sign[0]), &args);
+        let _ = fs::remove_file(csr);
     }
 
     fn issue(&self, ca: &CertKey, pair: &CertKey, cn: &str, extensions: &str) {
-        let csr = self.new_key_and_csr(pair, cn);
-        let serial = format!("0x{:016x}", rand_u64());
-        self.openssl(
-            &format!("x509 for {cn}"),
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr.display().to_string(),
-                "-CA",
-                &ca.cert.display().to_string(),
-                "-CAkey",
-                &ca.key.display().to_string(),
-                "-set_serial",
-                &serial,
-                "-days",
-                "825",
-                "-sha256",
-                "-extfile",
-                &self.config(),
-                "-extensions",
-                extensions,
-                "-out",
-                &pair.cert.display().to_string(),
-            ],
-        );
-        let _ = fs::remove_file(csr);
+        let serial = format!("0x{:016x}", (random_u64() >> 1) | 1); // positive and non-zero
+        let (ca_cert, ca_key) = (ca.cert.display().to_string(), ca.key.display().to_string());
+        let sign =
+            ["x509", "-req", "-CA", &ca_cert, "-CAkey", &ca_key, "-set_serial", &serial, "-days", "825", "-sha256"];
+        self.sign_new_key(pair, cn, extensions, &sign);
     }
 
     fn issue_expired(&self, ca: &CertKey, pair: &CertKey, cn: &str) {
-        let csr = self.new_key_and_csr(pair, cn);
-        self.openssl(
-            &format!("ca (expired) for {cn}"),
-            &[
-                "ca",
-                "-batch",
-                "-notext",
-                "-config",
-                &self.config(),
-                "-cert",
-                &ca.cert.display().to_string(),
-                "-keyfile",
-                &ca.key.display().to_string(),
-                "-startdate",
-                "20200101000000Z",
-                "-enddate",
-                "20200201000000Z",
-                "-extfile",
-                &self.config(),
-                "-extensions",
-                "server_localhost",
-                "-in",
-                &csr.display().to_string(),
-                "-out",
-                &pair.cert.display().to_string(),
-            ],
-        );
-        let _ = fs::remove_file(csr);
+        let (config, ca_cert, ca_key) = (self.config(), ca.cert.display().to_string(), ca.key.display().to_string());
+        let sign = [
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            &config,
+            "-cert",
+            &ca_cert,
+            "-keyfile",
+            &ca_key,
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200201000000Z",
+        ];
+        self.sign_new_key(pair, cn, "server_localhost", &sign);
     }
 
     /// The directory holding every file.
@@ -327,12 +268,4 @@ impl Drop for Certs {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    // Positive and non-zero as a DER integer.
-    (h.finish() >> 1) | 1
 }
