@@ -1,0 +1,144 @@
+//! AWS_MSK_IAM with EKS Pod Identity credentials: the sidecar's credential chain asks a stand-in
+//! for the Pod Identity agent (plain HTTP on loopback, `AWS_CONTAINER_CREDENTIALS_FULL_URI`) with
+//! the token from `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`, then signs its MSK IAM tokens with the
+//! credentials the agent returns in front of an IAM-enforcing broker.
+
+mod aws_stand_ins;
+mod security;
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use aws_stand_ins::{ISOLATED, SniffingRelay, TokenFile, assert_signed_with};
+use security::{AwsCredentials, SaslBroker};
+use support::Sidecar;
+
+const AGENT_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6cGF5bWVudHMifQ.YWdlbnQ";
+const ACCESS_KEY_ID: &str = "ASIAPODIDENTITYEXAMPLE";
+const SECRET_ACCESS_KEY: &str = "pod/identity+secret/EXAMPLEKEY";
+const SESSION_TOKEN: &str = "IQoJb3JpZ2luX2VjEPod+Identity/Session==";
+const PATH: &str = "/v1/credentials";
+
+fn pod_credentials() -> AwsCredentials {
+    AwsCredentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY).with_session_token(SESSION_TOKEN)
+}
+
+/// The EKS Pod Identity agent on `127.0.0.1`: credentials as JSON to a GET of [`PATH`] whose
+/// `Authorization` header is [`AGENT_TOKEN`], 401 otherwise. Keeps each request's head.
+struct FakeAgent {
+    port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeAgent {
+    fn start() -> FakeAgent {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let recorded = requests.clone();
+        thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let recorded = recorded.clone();
+                thread::spawn(move || {
+                    if let Err(e) = answer(tcp, &recorded) {
+                        eprintln!("[fake agent] {e}");
+                    }
+                });
+            }
+        });
+        FakeAgent { port, requests }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}{PATH}", self.port)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn answer(mut tcp: TcpStream, recorded: &Mutex<Vec<String>>) -> Result<(), String> {
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("connection closed before a full request".into());
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&raw).into_owned();
+    recorded.lock().unwrap().push(head.clone());
+    let authorization = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("authorization").then(|| value.trim().to_owned())
+    });
+    let get = head.starts_with(&format!("GET {PATH} "));
+    let (status, body) = if get && authorization.as_deref() == Some(AGENT_TOKEN) {
+        let body = format!(
+            r#"{{"AccessKeyId":"{ACCESS_KEY_ID}","SecretAccessKey":"{SECRET_ACCESS_KEY}","Token":"{SESSION_TOKEN}","AccountId":"123456789012","Expiration":"2099-01-01T00:00:00Z"}}"#
+        );
+        ("200 OK", body)
+    } else {
+        ("401 Unauthorized", r#"{"code":"AccessDeniedException","message":"bad authorization token"}"#.to_owned())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(response.as_bytes()).map_err(|e| format!("write: {e}"))
+}
+
+/// A sidecar doing AWS_MSK_IAM in eu-west-1 with Pod Identity from `agent` and `token_file`.
+fn pod_identity_sidecar(upstream: &str, agent: &FakeAgent, token_file: &TokenFile) -> Sidecar {
+    let url = agent.url();
+    let mut env = vec![
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", url.as_str()),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file.0.to_str().unwrap()),
+    ];
+    env.extend(ISOLATED);
+    Sidecar::start_with_env(upstream, &["--sasl-mechanism", "AWS_MSK_IAM", "--aws-region", "eu-west-1"], &env)
+}
+
+#[test]
+fn pod_identity_credentials_sign_the_msk_iam_tokens() {
+    let agent = FakeAgent::start();
+    let broker = SaslBroker::start_iam("eu-west-1", &[pod_credentials()], None);
+    let relay = SniffingRelay::start(broker.addr());
+    let token = TokenFile::new(AGENT_TOKEN);
+    let sidecar = pod_identity_sidecar(&relay.addr(), &agent, &token);
+    assert_eq!(sidecar.wait_for_readyz(200, Duration::from_secs(15)).0, 200, "{}", sidecar.logs());
+
+    sidecar.kcat_round_trip("pod-identity", 20);
+
+    let requests = agent.requests();
+    assert_eq!(requests.len(), 1, "the credentials are cached across connections: {requests:#?}");
+    assert!(requests[0].starts_with(&format!("GET {PATH} HTTP/1.1\r\n")), "{}", requests[0]);
+    assert_signed_with(&relay, &broker, "eu-west-1", &pod_credentials());
+
+    let logs = sidecar.logs();
+    assert!(logs.contains("AWS credentials loaded"), "{logs}");
+    for secret in [AGENT_TOKEN, SECRET_ACCESS_KEY, SESSION_TOKEN] {
+        assert!(!logs.contains(secret), "a secret reached the log:\n{logs}");
+    }
+}
+
+#[test]
+fn a_wrong_agent_token_keeps_the_sidecar_unready() {
+    let agent = FakeAgent::start();
+    let broker = SaslBroker::start_iam("eu-west-1", &[pod_credentials()], None);
+    let token = TokenFile::new("not-the-agent-token");
+    let sidecar = pod_identity_sidecar(&broker.addr(), &agent, &token);
+
+    assert!(sidecar.wait_for_log("no credentials", Duration::from_secs(15)), "{}", sidecar.logs());
+    assert_eq!(sidecar.wait_for_readyz(503, Duration::from_secs(5)).0, 503);
+    assert!(!agent.requests().is_empty());
+    assert!(broker.successful_authentications() == 0 && broker.failed_authentications().is_empty());
+    assert!(!sidecar.logs().contains("not-the-agent-token"), "the token never reaches the log");
+}
