@@ -8,12 +8,14 @@ mod security;
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::net::TcpStream;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use aws_stand_ins::{ISOLATED, SniffingRelay, TokenFile, assert_signed_with};
+use aws_stand_ins::{
+    Recording, TokenFile, assert_loaded_without_leaks, assert_ready_and_relaying, assert_signed_with,
+    iam_broker_behind_relay, msk_iam_sidecar,
+};
 use security::{AwsCredentials, SaslBroker};
 use support::Sidecar;
 
@@ -29,36 +31,19 @@ fn pod_credentials() -> AwsCredentials {
 
 /// The EKS Pod Identity agent on `127.0.0.1`: credentials as JSON to a GET of [`PATH`] whose
 /// `Authorization` header is [`AGENT_TOKEN`], 401 otherwise. Keeps each request's head.
-struct FakeAgent {
-    port: u16,
-    requests: Arc<Mutex<Vec<String>>>,
-}
+struct FakeAgent(Recording<String>);
 
 impl FakeAgent {
     fn start() -> FakeAgent {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
-        let recorded = requests.clone();
-        thread::spawn(move || {
-            for tcp in listener.incoming().flatten() {
-                let recorded = recorded.clone();
-                thread::spawn(move || {
-                    if let Err(e) = answer(tcp, &recorded) {
-                        eprintln!("[fake agent] {e}");
-                    }
-                });
-            }
-        });
-        FakeAgent { port, requests }
+        FakeAgent(Recording::start("fake agent", answer))
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}{PATH}", self.port)
+        format!("http://127.0.0.1:{}{PATH}", self.0.port)
     }
 
     fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
+        self.0.requests()
     }
 }
 
@@ -98,45 +83,39 @@ fn answer(mut tcp: TcpStream, recorded: &Mutex<Vec<String>>) -> Result<(), Strin
 /// A sidecar doing AWS_MSK_IAM in eu-west-1 with Pod Identity from `agent` and `token_file`.
 fn pod_identity_sidecar(upstream: &str, agent: &FakeAgent, token_file: &TokenFile) -> Sidecar {
     let url = agent.url();
-    let mut env = vec![
+    let env = [
         ("AWS_CONTAINER_CREDENTIALS_FULL_URI", url.as_str()),
         ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file.0.to_str().unwrap()),
     ];
-    env.extend(ISOLATED);
-    Sidecar::start_with_env(upstream, &["--sasl-mechanism", "AWS_MSK_IAM", "--aws-region", "eu-west-1"], &env)
+    msk_iam_sidecar(upstream, "eu-west-1", &env)
 }
 
 #[test]
 fn pod_identity_credentials_sign_the_msk_iam_tokens() {
     let agent = FakeAgent::start();
-    let broker = SaslBroker::start_iam("eu-west-1", &[pod_credentials()], None);
-    let relay = SniffingRelay::start(broker.addr());
+    // The sidecar's bootstrap connection goes through the relay, which reads its token.
+    let (broker, relay) = iam_broker_behind_relay("eu-west-1", pod_credentials());
     let token = TokenFile::new(AGENT_TOKEN);
     let sidecar = pod_identity_sidecar(&relay.addr(), &agent, &token);
-    assert_eq!(sidecar.wait_for_readyz(200, Duration::from_secs(15)).0, 200, "{}", sidecar.logs());
-
-    sidecar.kcat_round_trip("pod-identity", 20);
+    assert_ready_and_relaying(&sidecar, "pod-identity");
 
     let requests = agent.requests();
     assert_eq!(requests.len(), 1, "the credentials are cached across connections: {requests:#?}");
     assert!(requests[0].starts_with(&format!("GET {PATH} HTTP/1.1\r\n")), "{}", requests[0]);
     assert_signed_with(&relay, &broker, "eu-west-1", &pod_credentials());
 
-    let logs = sidecar.logs();
-    assert!(logs.contains("AWS credentials loaded"), "{logs}");
-    for secret in [AGENT_TOKEN, SECRET_ACCESS_KEY, SESSION_TOKEN] {
-        assert!(!logs.contains(secret), "a secret reached the log:\n{logs}");
-    }
+    assert_loaded_without_leaks(&sidecar, &[AGENT_TOKEN, SECRET_ACCESS_KEY, SESSION_TOKEN]);
 }
 
 #[test]
 fn a_wrong_agent_token_keeps_the_sidecar_unready() {
-    let agent = FakeAgent::start();
-    let broker = SaslBroker::start_iam("eu-west-1", &[pod_credentials()], None);
     let token = TokenFile::new("not-the-agent-token");
+    let (agent, broker) = (FakeAgent::start(), SaslBroker::start_iam("eu-west-1", &[pod_credentials()], None));
     let sidecar = pod_identity_sidecar(&broker.addr(), &agent, &token);
 
-    assert!(sidecar.wait_for_log("no credentials", Duration::from_secs(15)), "{}", sidecar.logs());
+    let cause = "no credentials: an error occurred while loading credentials: Non-success status from HTTP \
+                 credential provider: StatusCode(401)";
+    assert!(sidecar.wait_for_log(cause, Duration::from_secs(15)), "{}", sidecar.logs());
     assert_eq!(sidecar.wait_for_readyz(503, Duration::from_secs(5)).0, 503);
     assert!(!agent.requests().is_empty());
     assert!(broker.successful_authentications() == 0 && broker.failed_authentications().is_empty());

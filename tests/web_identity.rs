@@ -8,13 +8,16 @@ mod security;
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use aws_stand_ins::{ISOLATED, SniffingRelay, TokenFile, assert_signed_with, parse_form};
+use aws_stand_ins::{
+    Recording, TokenFile, assert_loaded_without_leaks, assert_ready_and_relaying, assert_signed_with,
+    iam_broker_behind_relay, msk_iam_sidecar, parse_form,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use security::{AwsCredentials, Certs, SaslBroker, ServerCert};
@@ -51,10 +54,7 @@ impl StsRequest {
 /// STS `AssumeRoleWithWebIdentity` over HTTPS on `127.0.0.1`, presenting the test CA's
 /// `localhost` certificate: it answers [`temporary_credentials`] to a form naming [`ROLE_ARN`]
 /// and [`GOOD_TOKEN`], and an STS error document otherwise.
-struct FakeSts {
-    port: u16,
-    requests: Arc<Mutex<Vec<StsRequest>>>,
-}
+struct FakeSts(Recording<StsRequest>);
 
 impl FakeSts {
     fn start() -> FakeSts {
@@ -70,31 +70,17 @@ impl FakeSts {
             .with_single_cert(chain, key)
             .unwrap();
         let config = Arc::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let recorded = requests.clone();
-        thread::spawn(move || {
-            for tcp in listener.incoming().flatten() {
-                let (config, recorded) = (config.clone(), recorded.clone());
-                thread::spawn(move || {
-                    if let Err(e) = serve(config, tcp, &recorded) {
-                        eprintln!("[fake sts] {e}");
-                    }
-                });
-            }
-        });
-        FakeSts { port, requests }
+        FakeSts(Recording::start("fake sts", move |tcp, recorded| serve(config.clone(), tcp, recorded)))
     }
 
     /// The endpoint URL for `AWS_ENDPOINT_URL_STS`: by name, so the certificate's host name is
     /// verified.
     fn url(&self) -> String {
-        format!("https://localhost:{}", self.port)
+        format!("https://localhost:{}", self.0.port)
     }
 
     fn requests(&self) -> Vec<StsRequest> {
-        self.requests.lock().unwrap().clone()
+        self.0.requests()
     }
 }
 
@@ -198,7 +184,7 @@ fn error_document(code: &str, message: &str) -> String {
 fn iam_sidecar(upstream: &str, sts: &FakeSts, token_file: &Path, static_keys: Option<&AwsCredentials>) -> Sidecar {
     let sts_url = sts.url();
     let key = |f: fn(&AwsCredentials) -> Option<&str>| static_keys.and_then(f).unwrap_or_default();
-    let mut env = vec![
+    let env = [
         ("AWS_ACCESS_KEY_ID", key(|c| Some(&c.access_key_id))),
         ("AWS_SECRET_ACCESS_KEY", key(|c| Some(&c.secret_access_key))),
         ("AWS_SESSION_TOKEN", key(|c| c.session_token.as_deref())),
@@ -208,22 +194,18 @@ fn iam_sidecar(upstream: &str, sts: &FakeSts, token_file: &Path, static_keys: Op
         ("AWS_ENDPOINT_URL_STS", &sts_url),
         ("AWS_CA_BUNDLE", Certs::shared().ca_cert().to_str().unwrap()),
     ];
-    env.extend(ISOLATED);
-    Sidecar::start_with_env(upstream, &["--sasl-mechanism", "AWS_MSK_IAM", "--aws-region", "eu-west-1"], &env)
+    msk_iam_sidecar(upstream, "eu-west-1", &env)
 }
 
 #[test]
 fn web_identity_credentials_from_sts_sign_the_msk_iam_tokens() {
     let sts = FakeSts::start();
-    let broker = SaslBroker::start_iam("eu-west-1", &[temporary_credentials()], None);
     // The sidecar's bootstrap connection goes through the relay, which reads its token.
-    let relay = SniffingRelay::start(broker.addr());
+    let (broker, relay) = iam_broker_behind_relay("eu-west-1", temporary_credentials());
     // As the kubelet projects it: the token alone, no newline.
     let token = TokenFile::new(GOOD_TOKEN);
     let sidecar = iam_sidecar(&relay.addr(), &sts, &token.0, None);
-    assert_eq!(sidecar.wait_for_readyz(200, Duration::from_secs(15)).0, 200, "{}", sidecar.logs());
-
-    sidecar.kcat_round_trip("irsa", 20);
+    assert_ready_and_relaying(&sidecar, "irsa");
 
     // STS was asked once, as the AWS SDKs ask: an unsigned form POST.
     let requests = sts.requests();
@@ -231,7 +213,7 @@ fn web_identity_credentials_from_sts_sign_the_msk_iam_tokens() {
     let request = &requests[0];
     assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", "/"));
     let headers = request.headers.to_ascii_lowercase();
-    assert!(headers.contains(&format!("host: localhost:{}", sts.port)), "{}", request.headers);
+    assert!(headers.contains(&format!("host: localhost:{}", sts.0.port)), "{}", request.headers);
     assert!(headers.contains("content-type: application/x-www-form-urlencoded"), "{}", request.headers);
     assert!(!headers.contains("authorization"), "AssumeRoleWithWebIdentity is not signed");
     assert_eq!(request.param("WebIdentityToken"), Some(GOOD_TOKEN), "the file's token");
@@ -241,11 +223,7 @@ fn web_identity_credentials_from_sts_sign_the_msk_iam_tokens() {
     // the issued session token.
     assert_signed_with(&relay, &broker, "eu-west-1", &temporary_credentials());
 
-    let logs = sidecar.logs();
-    assert!(logs.contains("AWS credentials loaded"), "{logs}");
-    for secret in [GOOD_TOKEN, SECRET_ACCESS_KEY, SESSION_TOKEN] {
-        assert!(!logs.contains(secret), "a secret reached the log:\n{logs}");
-    }
+    assert_loaded_without_leaks(&sidecar, &[GOOD_TOKEN, SECRET_ACCESS_KEY, SESSION_TOKEN]);
 }
 
 #[test]

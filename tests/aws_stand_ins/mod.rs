@@ -10,15 +10,16 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use base64::Engine;
 
 use crate::security::{self, AwsCredentials, SaslBroker};
-use crate::support::temp_path;
+use crate::support::{Sidecar, temp_path};
 
 /// Variables that keep the sidecar's credential chain off the host's files and the EC2
 /// metadata service, so that only what a test sets can supply credentials.
-pub const ISOLATED: [(&str, &str); 3] = [
+const ISOLATED: [(&str, &str); 3] = [
     ("AWS_CONFIG_FILE", "/dev/null"),
     ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
     ("AWS_EC2_METADATA_DISABLED", "true"),
@@ -60,60 +61,84 @@ pub fn parse_form(body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A server on `127.0.0.1` that answers each connection on a thread of its own with `answer`,
+/// which notes what it was asked in the list this keeps.
+pub struct Recording<T> {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<T>>>,
+}
+
+impl<T: Clone + Send + 'static> Recording<T> {
+    pub fn start<F>(name: &'static str, answer: F) -> Recording<T>
+    where
+        F: Fn(TcpStream, &Mutex<Vec<T>>) -> Result<(), String> + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests: Arc<Mutex<Vec<T>>> = Arc::default();
+        let (recorded, answer) = (requests.clone(), Arc::new(answer));
+        thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let (recorded, answer) = (recorded.clone(), answer.clone());
+                thread::spawn(move || {
+                    if let Err(e) = answer(tcp, &recorded) {
+                        eprintln!("[{name}] {e}");
+                    }
+                });
+            }
+        });
+        Recording { port, requests }
+    }
+
+    /// What every connection so far was asked.
+    pub fn requests(&self) -> Vec<T> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
 /// The bytes a client sent on one connection.
 pub type Capture = Arc<Mutex<Vec<u8>>>;
 
 /// A TCP relay to `upstream` that keeps the first bytes each client sends, to read the
 /// OAUTHBEARER tokens in the sidecar's SaslAuthenticate requests.
-pub struct SniffingRelay {
-    port: u16,
-    captured: Arc<Mutex<Vec<Capture>>>,
-}
+pub struct SniffingRelay(Recording<Capture>);
 
 impl SniffingRelay {
     const KEEP: usize = 64 * 1024;
 
     pub fn start(upstream: String) -> SniffingRelay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let captured: Arc<Mutex<Vec<Capture>>> = Arc::default();
-        let connections = captured.clone();
-        thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                let sent = Arc::new(Mutex::new(Vec::new()));
-                connections.lock().unwrap().push(sent.clone());
-                let (mut client_in, mut server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                thread::spawn(move || {
-                    let mut buf = [0u8; 16 * 1024];
-                    while let Ok(n) = client_in.read(&mut buf) {
-                        if n == 0 || server_out.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                        let mut kept = sent.lock().unwrap();
-                        let room = Self::KEEP.saturating_sub(kept.len()).min(n);
-                        kept.extend_from_slice(&buf[..room]);
-                    }
-                    let _ = server_out.shutdown(Shutdown::Write);
-                });
-                let (mut server_in, mut client_out) = (server, client);
-                thread::spawn(move || {
-                    let _ = std::io::copy(&mut server_in, &mut client_out);
-                    let _ = client_out.shutdown(Shutdown::Write);
-                });
+        SniffingRelay(Recording::start("sniffing relay", move |client, connections| {
+            let server = TcpStream::connect(&upstream).map_err(|e| format!("connect {upstream}: {e}"))?;
+            let sent = Arc::new(Mutex::new(Vec::new()));
+            connections.lock().unwrap().push(sent.clone());
+            let (mut server_in, mut client_out) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+            thread::spawn(move || {
+                let _ = std::io::copy(&mut server_in, &mut client_out);
+                let _ = client_out.shutdown(Shutdown::Write);
+            });
+            let (mut client_in, mut server_out) = (client, server);
+            let mut buf = [0u8; 16 * 1024];
+            while let Ok(n) = client_in.read(&mut buf) {
+                if n == 0 || server_out.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                let mut kept = sent.lock().unwrap();
+                let room = Self::KEEP.saturating_sub(kept.len()).min(n);
+                kept.extend_from_slice(&buf[..room]);
             }
-        });
-        SniffingRelay { port, captured }
+            let _ = server_out.shutdown(Shutdown::Write);
+            Ok(())
+        }))
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.0.port)
     }
 
     /// The presigned URLs inside every OAUTHBEARER token sent so far.
     pub fn presigned_urls(&self) -> Vec<String> {
         let mut urls = Vec::new();
-        for sent in self.captured.lock().unwrap().iter() {
+        for sent in self.0.requests() {
             let sent = sent.lock().unwrap();
             let text = String::from_utf8_lossy(&sent);
             for part in text.split("auth=Bearer ").skip(1) {
@@ -167,4 +192,32 @@ pub fn assert_signed_with(relay: &SniffingRelay, broker: &SaslBroker, region: &s
         let principal = security::check_iam_token(region, std::slice::from_ref(credentials), &token, None);
         assert_eq!(principal.as_deref(), Ok(key_id), "the signature covers the session token");
     }
+}
+
+/// The sidecar logged loading credentials, and none of `secrets` anywhere.
+pub fn assert_loaded_without_leaks(sidecar: &Sidecar, secrets: &[&str]) {
+    let logs = sidecar.logs();
+    assert!(logs.contains("AWS credentials loaded"), "{logs}");
+    for secret in secrets {
+        assert!(!logs.contains(secret), "a secret reached the log:\n{logs}");
+    }
+}
+
+/// A sidecar doing AWS_MSK_IAM for a cluster in `region`, its credential chain seeing only `env`.
+pub fn msk_iam_sidecar(upstream: &str, region: &str, env: &[(&str, &str)]) -> Sidecar {
+    let env: Vec<(&str, &str)> = env.iter().copied().chain(ISOLATED).collect();
+    Sidecar::start_with_env(upstream, &["--sasl-mechanism", "AWS_MSK_IAM", "--aws-region", region], &env)
+}
+
+/// The sidecar authenticated and turned ready, and carries records to `topic` and back.
+pub fn assert_ready_and_relaying(sidecar: &Sidecar, topic: &str) {
+    assert_eq!(sidecar.wait_for_readyz(200, Duration::from_secs(15)).0, 200, "{}", sidecar.logs());
+    sidecar.kcat_round_trip(topic, 20);
+}
+
+/// An IAM-enforcing broker in `region` that accepts `credentials`, and a relay in front of it.
+pub fn iam_broker_behind_relay(region: &str, credentials: AwsCredentials) -> (SaslBroker, SniffingRelay) {
+    let broker = SaslBroker::start_iam(region, &[credentials], None);
+    let relay = SniffingRelay::start(broker.addr());
+    (broker, relay)
 }
