@@ -14,6 +14,8 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::{
     ProvideCredentials, SharedCredentialsProvider, future::ProvideCredentials as ProvideCredentialsFuture,
 };
+use aws_smithy_async::rt::sleep::SharedAsyncSleep;
+use aws_smithy_async::time::SharedTimeSource;
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
 use aws_smithy_runtime::client::auth::no_auth::{NO_AUTH_SCHEME_ID, NoAuthScheme};
 use aws_smithy_runtime::client::orchestrator::endpoints::StaticUriEndpointResolver;
@@ -26,8 +28,8 @@ use aws_smithy_types::config_bag::ConfigBag;
 
 use super::SaslError;
 
-/// Credentials are renewed this long before they expire, so that a token signed with them
-/// still outlives the broker's session check.
+/// Credentials are renewed between half this and this long before they expire (the cache
+/// jitters it), so that a session signed with them is not cut short by their expiry.
 const REFRESH_BEFORE: Duration = Duration::from_secs(300);
 /// The longest one load through the chain may take (an STS or agent round trip, retries
 /// included).
@@ -63,18 +65,27 @@ struct Source {
 
 impl Source {
     async fn load(region: &str) -> Result<Source, SaslError> {
-        let cache = IdentityCache::lazy().buffer_time(REFRESH_BEFORE).load_timeout(LOAD_TIMEOUT).build();
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_owned()))
             .http_client(http_client(std::env::var_os("AWS_CA_BUNDLE").filter(|v| !v.is_empty()))?)
-            .identity_cache(cache.clone())
             .load()
             .await;
         let chain = config.credentials_provider().ok_or_else(|| failed("aws-config built no credentials chain"))?;
+        Source::new(region, chain, config.time_source(), config.sleep_impl())
+    }
+
+    /// `chain` behind a lazy identity cache that reads the time from `clock`.
+    fn new(
+        region: &str,
+        chain: SharedCredentialsProvider,
+        clock: Option<SharedTimeSource>,
+        sleep: Option<SharedAsyncSleep>,
+    ) -> Result<Source, SaslError> {
+        let cache = IdentityCache::lazy().buffer_time(REFRESH_BEFORE).load_timeout(LOAD_TIMEOUT).build();
         let resolver = SharedIdentityResolver::new(SharedCredentialsProvider::new(Logged(chain)));
         let components = RuntimeComponentsBuilder::new("kafka-sidecar AWS credentials")
-            .with_time_source(config.time_source())
-            .with_sleep_impl(config.sleep_impl())
+            .with_time_source(clock)
+            .with_sleep_impl(sleep)
             .with_identity_cache(Some(cache.clone()))
             .with_identity_resolver(NO_AUTH_SCHEME_ID, resolver.clone())
             .with_auth_scheme(NoAuthScheme::new())
@@ -159,6 +170,13 @@ fn describe(error: &(dyn Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use aws_credential_types::credential_fn::provide_credentials_fn;
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_smithy_async::rt::sleep::TokioSleep;
+    use aws_smithy_async::time::TimeSource;
 
     #[derive(Debug, thiserror::Error)]
     #[error("{0}")]
@@ -186,5 +204,57 @@ mod tests {
     #[test]
     fn the_https_client_builds_with_ring() {
         assert!(http_client(None).is_ok());
+    }
+
+    #[derive(Debug)]
+    struct Clock(Arc<Mutex<SystemTime>>);
+
+    impl TimeSource for Clock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    /// A source on a chain that issues `ASIA-<n>` for an hour from the clock's time on its n-th
+    /// load, and fails while `fail` is set.
+    fn counted_source(now: &Arc<Mutex<SystemTime>>, calls: &Arc<AtomicUsize>, fail: &Arc<AtomicBool>) -> Source {
+        let (now, clock, calls, fail) = (now.clone(), Clock(now.clone()), calls.clone(), fail.clone());
+        let chain = provide_credentials_fn(move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let expiry = *now.lock().unwrap() + Duration::from_secs(3600);
+            let failing = fail.load(Ordering::SeqCst);
+            async move {
+                if failing {
+                    return Err(CredentialsError::provider_error("agent unreachable"));
+                }
+                Ok(Credentials::new(format!("ASIA-{n}"), "secret", Some("session".into()), Some(expiry), "test"))
+            }
+        });
+        let sleep = SharedAsyncSleep::new(TokioSleep::new());
+        Source::new("eu-west-1", SharedCredentialsProvider::new(chain), Some(SharedTimeSource::new(clock)), Some(sleep))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn credentials_are_cached_until_shortly_before_expiry_and_failures_are_retried() {
+        let now = Arc::new(Mutex::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_608_000)));
+        let (calls, fail) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let source = counted_source(&now, &calls, &fail);
+        let key = async || source.credentials().await.map(|c| c.access_key_id().to_owned());
+        assert_eq!(key().await.unwrap(), "ASIA-1");
+        *now.lock().unwrap() += Duration::from_secs(3600 - 301);
+        assert_eq!(key().await.unwrap(), "ASIA-1", "more than five minutes left: cached");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // Within the (jittered) renewal window a failed load is an error, and the next call
+        // asks the chain again.
+        *now.lock().unwrap() += Duration::from_secs(301 - 149);
+        fail.store(true, Ordering::SeqCst);
+        let error = key().await.unwrap_err().to_string();
+        assert!(error.starts_with("no credentials: ") && error.contains("agent unreachable"), "{error}");
+        fail.store(false, Ordering::SeqCst);
+        assert_eq!(key().await.unwrap(), "ASIA-3", "renewed");
+        assert_eq!(key().await.unwrap(), "ASIA-3");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 }
