@@ -1,20 +1,27 @@
-//! AWS_MSK_IAM with web identity (EKS IRSA) credentials: the sidecar trades the projected token
-//! for temporary credentials at a fake STS (HTTPS on loopback, certificate for `localhost` from
-//! the test CA), then signs its MSK IAM tokens with them in front of an IAM-enforcing broker.
+//! AWS_MSK_IAM with web identity (EKS IRSA) credentials: the sidecar's credential chain trades
+//! the projected token for temporary credentials at a fake STS (HTTPS on loopback, certificate
+//! for `localhost` from the test CA, reached through `AWS_ENDPOINT_URL_STS`), then signs its MSK
+//! IAM tokens with them in front of an IAM-enforcing broker.
+
+mod aws_stand_ins;
+
+use kafka_sidecar_test_support::{self as support, security};
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::{Shutdown, TcpStream};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use kafka_sidecar_test_support::{self as support, security};
+use aws_stand_ins::{
+    Recording, TokenFile, assert_loaded_without_leaks, assert_ready_and_relaying, assert_signed_with,
+    iam_broker_behind_relay, msk_iam_sidecar, parse_form,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use security::{AwsCredentials, Certs, SaslBroker, ServerCert};
-use support::{Sidecar, temp_path};
+use support::Sidecar;
 
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/orders-kafka";
 const GOOD_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6b3JkZXJzIn0.c2lnbmF0dXJl";
@@ -22,46 +29,11 @@ const ACCESS_KEY_ID: &str = "ASIAIOSFODNN7EXAMPLE";
 const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY";
 const SESSION_TOKEN: &str = "AQoDYXdzEE0a8ANXXXXXXXXNO1ewxE5TijQyp+Z2/IEXAMPLE==";
 const STS_REFUSAL: &str = "Incorrect token audience for this role";
+const SESSION_NAME: &str = "orders-sidecar";
 
 /// The credentials the fake STS issues, as the broker must accept them.
 fn temporary_credentials() -> AwsCredentials {
     AwsCredentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY).with_session_token(SESSION_TOKEN)
-}
-
-/// `application/x-www-form-urlencoded` / query-string decoding.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
-                out.push(byte.unwrap_or_else(|| panic!("bad escape in {text:?}")));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).expect("utf-8 form value")
-}
-
-fn parse_form(body: &str) -> Vec<(String, String)> {
-    body.split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
 }
 
 /// One request the fake STS received.
@@ -82,10 +54,7 @@ impl StsRequest {
 /// STS `AssumeRoleWithWebIdentity` over HTTPS on `127.0.0.1`, presenting the test CA's
 /// `localhost` certificate: it answers [`temporary_credentials`] to a form naming [`ROLE_ARN`]
 /// and [`GOOD_TOKEN`], and an STS error document otherwise.
-struct FakeSts {
-    port: u16,
-    requests: Arc<Mutex<Vec<StsRequest>>>,
-}
+struct FakeSts(Recording<StsRequest>);
 
 impl FakeSts {
     fn start() -> FakeSts {
@@ -101,31 +70,17 @@ impl FakeSts {
             .with_single_cert(chain, key)
             .unwrap();
         let config = Arc::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let recorded = requests.clone();
-        thread::spawn(move || {
-            for tcp in listener.incoming().flatten() {
-                let (config, recorded) = (config.clone(), recorded.clone());
-                thread::spawn(move || {
-                    if let Err(e) = serve(config, tcp, &recorded) {
-                        eprintln!("[fake sts] {e}");
-                    }
-                });
-            }
-        });
-        FakeSts { port, requests }
+        FakeSts(Recording::start("fake sts", move |tcp, recorded| serve(config.clone(), tcp, recorded)))
     }
 
     /// The endpoint URL for `AWS_ENDPOINT_URL_STS`: by name, so the certificate's host name is
     /// verified.
     fn url(&self) -> String {
-        format!("https://localhost:{}", self.port)
+        format!("https://localhost:{}", self.0.port)
     }
 
     fn requests(&self) -> Vec<StsRequest> {
-        self.requests.lock().unwrap().clone()
+        self.0.requests()
     }
 }
 
@@ -224,95 +179,6 @@ fn error_document(code: &str, message: &str) -> String {
     )
 }
 
-/// The bytes a client sent on one connection.
-type Capture = Arc<Mutex<Vec<u8>>>;
-
-/// A TCP relay to `upstream` that keeps the first bytes each client sends, to read the
-/// OAUTHBEARER tokens in the sidecar's SaslAuthenticate requests.
-struct SniffingRelay {
-    port: u16,
-    captured: Arc<Mutex<Vec<Capture>>>,
-}
-
-impl SniffingRelay {
-    const KEEP: usize = 64 * 1024;
-
-    fn start(upstream: String) -> SniffingRelay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let captured: Arc<Mutex<Vec<Capture>>> = Arc::default();
-        let connections = captured.clone();
-        thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                let sent = Arc::new(Mutex::new(Vec::new()));
-                connections.lock().unwrap().push(sent.clone());
-                let (mut client_in, mut server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                thread::spawn(move || {
-                    let mut buf = [0u8; 16 * 1024];
-                    while let Ok(n) = client_in.read(&mut buf) {
-                        if n == 0 || server_out.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                        let mut kept = sent.lock().unwrap();
-                        let room = Self::KEEP.saturating_sub(kept.len()).min(n);
-                        kept.extend_from_slice(&buf[..room]);
-                    }
-                    let _ = server_out.shutdown(Shutdown::Write);
-                });
-                let (mut server_in, mut client_out) = (server, client);
-                thread::spawn(move || {
-                    let _ = std::io::copy(&mut server_in, &mut client_out);
-                    let _ = client_out.shutdown(Shutdown::Write);
-                });
-            }
-        });
-        SniffingRelay { port, captured }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The presigned URLs inside every OAUTHBEARER token sent so far.
-    fn presigned_urls(&self) -> Vec<String> {
-        let mut urls = Vec::new();
-        for sent in self.captured.lock().unwrap().iter() {
-            let sent = sent.lock().unwrap();
-            let text = String::from_utf8_lossy(&sent);
-            for part in text.split("auth=Bearer ").skip(1) {
-                let token = part.split('\u{1}').next().unwrap_or_default();
-                let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).expect("base64url token");
-                urls.push(String::from_utf8(url).expect("utf-8 URL"));
-            }
-        }
-        urls
-    }
-}
-
-/// The decoded query parameters of a presigned URL.
-fn query_param(url: &str, name: &str) -> Option<String> {
-    let query = url.split_once('?')?.1;
-    parse_form(query).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
-}
-
-/// A token file the test owns, removed on drop.
-struct TokenFile(PathBuf);
-
-impl TokenFile {
-    fn new(contents: &str) -> TokenFile {
-        let path = temp_path("web-identity-token");
-        std::fs::write(&path, contents).unwrap();
-        TokenFile(path)
-    }
-}
-
-impl Drop for TokenFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// A sidecar doing AWS_MSK_IAM in eu-west-1 with web identity from `token_file` at `sts`, and
 /// `static_keys` in the environment if any (an empty `AWS_ACCESS_KEY_ID` counts as unset).
 fn iam_sidecar(upstream: &str, sts: &FakeSts, token_file: &Path, static_keys: Option<&AwsCredentials>) -> Sidecar {
@@ -322,72 +188,42 @@ fn iam_sidecar(upstream: &str, sts: &FakeSts, token_file: &Path, static_keys: Op
         ("AWS_ACCESS_KEY_ID", key(|c| Some(&c.access_key_id))),
         ("AWS_SECRET_ACCESS_KEY", key(|c| Some(&c.secret_access_key))),
         ("AWS_SESSION_TOKEN", key(|c| c.session_token.as_deref())),
-        ("AWS_ROLE_SESSION_NAME", ""),
-        ("AWS_ENDPOINT_URL", ""),
+        ("AWS_ROLE_SESSION_NAME", SESSION_NAME),
         ("AWS_ROLE_ARN", ROLE_ARN),
         ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.to_str().unwrap()),
         ("AWS_ENDPOINT_URL_STS", &sts_url),
         ("AWS_CA_BUNDLE", Certs::shared().ca_cert().to_str().unwrap()),
     ];
-    Sidecar::builder(upstream)
-        .args(&["--sasl-mechanism", "AWS_MSK_IAM", "--aws-region", "eu-west-1"])
-        .envs(&env)
-        .start()
+    msk_iam_sidecar(upstream, "eu-west-1", &env)
 }
 
 #[test]
 fn web_identity_credentials_from_sts_sign_the_msk_iam_tokens() {
     let sts = FakeSts::start();
-    let broker = SaslBroker::start_iam("eu-west-1", &[temporary_credentials()], None);
     // The sidecar's bootstrap connection goes through the relay, which reads its token.
-    let relay = SniffingRelay::start(broker.addr());
-    let token = TokenFile::new(&format!("{GOOD_TOKEN}\n"));
+    let (broker, relay) = iam_broker_behind_relay("eu-west-1", temporary_credentials());
+    // As the kubelet projects it: the token alone, no newline.
+    let token = TokenFile::new(GOOD_TOKEN);
     let sidecar = iam_sidecar(&relay.addr(), &sts, &token.0, None);
-    assert_eq!(sidecar.wait_for_readyz(200, Duration::from_secs(15)).0, 200, "{}", sidecar.logs());
-
-    sidecar.kcat_round_trip("irsa", 20);
+    assert_ready_and_relaying(&sidecar, "irsa");
 
     // STS was asked once, as the AWS SDKs ask: an unsigned form POST.
     let requests = sts.requests();
     assert_eq!(requests.len(), 1, "the temporary credentials are cached across connections: {requests:#?}");
     let request = &requests[0];
     assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", "/"));
-    assert!(request.headers.contains(&format!("Host: localhost:{}", sts.port)), "{}", request.headers);
-    assert!(request.headers.contains("Content-Type: application/x-www-form-urlencoded"), "{}", request.headers);
-    assert!(request.headers.contains("Connection: close"), "{}", request.headers);
-    assert!(!request.headers.contains("Authorization"), "AssumeRoleWithWebIdentity is not signed");
-    assert_eq!(request.param("WebIdentityToken"), Some(GOOD_TOKEN), "the file's token, without its newline");
-    assert_eq!(request.param("DurationSeconds"), Some("3600"));
-    let session_name = request.param("RoleSessionName").unwrap_or_default();
-    assert!(session_name.starts_with("kafka-sidecar-") && session_name.len() > 14, "{session_name}");
+    let headers = request.headers.to_ascii_lowercase();
+    assert!(headers.contains(&format!("host: localhost:{}", sts.0.port)), "{}", request.headers);
+    assert!(headers.contains("content-type: application/x-www-form-urlencoded"), "{}", request.headers);
+    assert!(!headers.contains("authorization"), "AssumeRoleWithWebIdentity is not signed");
+    assert_eq!(request.param("WebIdentityToken"), Some(GOOD_TOKEN), "the file's token");
+    assert_eq!(request.param("RoleSessionName"), Some(SESSION_NAME));
 
-    // Every broker connection authenticated with the issued key…
-    assert!(broker.successful_authentications() >= 2, "{:?}", broker.auth_events());
-    assert!(broker.failed_authentications().is_empty(), "{:?}", broker.failed_authentications());
-    assert!(broker.successful_authentications() >= 1);
-    assert!(broker.auth_events().iter().all(|e| e.principal.as_deref() == Some(ACCESS_KEY_ID)));
-    // …and the signed token carries the issued session token.
-    let urls = relay.presigned_urls();
-    assert!(!urls.is_empty(), "the bootstrap connection authenticated through the relay");
-    for url in &urls {
-        assert_eq!(query_param(url, "X-Amz-Security-Token").as_deref(), Some(SESSION_TOKEN), "{url}");
-        let credential = query_param(url, "X-Amz-Credential").unwrap_or_default();
-        assert!(credential.starts_with(&format!("{ACCESS_KEY_ID}/")), "{credential}");
-        assert!(credential.ends_with("/eu-west-1/kafka-cluster/aws4_request"), "{credential}");
-        let principal = security::check_iam_token(
-            "eu-west-1",
-            &[temporary_credentials()],
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url),
-            None,
-        );
-        assert_eq!(principal.as_deref(), Ok(ACCESS_KEY_ID), "the signature covers the session token");
-    }
+    // Every broker connection authenticated with the issued key, and the signed token carries
+    // the issued session token.
+    assert_signed_with(&relay, &broker, "eu-west-1", &temporary_credentials());
 
-    let logs = sidecar.logs();
-    assert!(logs.contains("web identity credentials obtained from STS"), "{logs}");
-    for secret in [GOOD_TOKEN, SECRET_ACCESS_KEY, SESSION_TOKEN] {
-        assert!(!logs.contains(secret), "a secret reached the log:\n{logs}");
-    }
+    assert_loaded_without_leaks(&sidecar, &[GOOD_TOKEN, SECRET_ACCESS_KEY, SESSION_TOKEN]);
 }
 
 #[test]
@@ -397,7 +233,7 @@ fn a_refused_web_identity_token_is_reported_once_and_keeps_the_sidecar_unready()
     let token = TokenFile::new("eyJhbGciOiJSUzI1NiJ9.c3RhbGU.c3RhbGUtc2lnbmF0dXJl");
     let sidecar = iam_sidecar(&broker.addr(), &sts, &token.0, None);
 
-    let cause = format!("HTTP 400: InvalidIdentityToken: {STS_REFUSAL}");
+    let cause = format!("InvalidIdentityTokenException: {STS_REFUSAL}");
     assert!(sidecar.wait_for_log(&cause, Duration::from_secs(15)), "expected {cause:?} in:\n{}", sidecar.logs());
     let (status, body) = sidecar.wait_for_readyz(503, Duration::from_secs(5));
     assert_eq!(status, 503, "{body}");
@@ -410,7 +246,6 @@ fn a_refused_web_identity_token_is_reported_once_and_keeps_the_sidecar_unready()
     assert_eq!(sidecar.wait_for_readyz(503, Duration::ZERO).0, 503);
     let logs = sidecar.logs();
     assert_eq!(logs.matches(STS_REFUSAL).count(), 1, "reported once, not per attempt:\n{logs}");
-    assert!(logs.contains(&format!("for {ROLE_ARN} at https://localhost:{}/ failed", sts.port)), "{logs}");
     assert!(!logs.contains("c3RhbGUtc2lnbmF0dXJl"), "the token never reaches the log:\n{logs}");
     assert!(broker.successful_authentications() == 0 && broker.failed_authentications().is_empty());
 }

@@ -173,8 +173,8 @@ pub struct Settings {
     pub listener_tls_key_file: Option<String>,
 
     /// SASL mechanism the sidecar authenticates with: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or
-    /// AWS_MSK_IAM (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)
-    /// [default: none].
+    /// AWS_MSK_IAM (credentials from the AWS SDKs' default chain: environment, profile, IRSA, EKS
+    /// Pod Identity, ECS, EC2) [default: none].
     #[arg(long)]
     pub sasl_mechanism: Option<String>,
 

@@ -1,47 +1,26 @@
-//! AWS MSK IAM authentication: a SigV4-presigned `kafka-cluster:Connect` URL sent as an
-//! OAUTHBEARER token, as AWS's own MSK IAM signers build it.
+//! AWS MSK IAM tokens: a `kafka-cluster:Connect` URL presigned with SigV4 by `aws-sigv4`,
+//! base64url-encoded (unpadded) and sent as an OAUTHBEARER token, byte for byte as AWS's own MSK
+//! IAM signer makes it. Owns the token layout only; it never fetches credentials (see `aws`) and
+//! never touches the network.
 //!
-//! The token is the base64url (unpadded) encoding of
-//! `https://kafka.<region>.amazonaws.com/?Action=kafka-cluster%3AConnect&X-Amz-…&X-Amz-Signature=…`
-//! signed with the standard SigV4 query-string algorithm (service `kafka-cluster`, signed header
-//! `host`, empty payload), valid for 15 minutes. A fresh token is made for every connection.
+//! The URL carries `Action`, the `X-Amz-*` parameters in the signer's order and, unsigned, the
+//! `User-Agent`; the signature covers the `host` header and an empty payload, valid 15 minutes.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
 
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use aws_smithy_http::query_writer::QueryWriter;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::{digest, hmac};
 
-use super::{SaslError, Secret};
+use super::SaslError;
 
 const SERVICE: &str = "kafka-cluster";
 const EXPIRES: Duration = Duration::from_secs(900);
 const USER_AGENT: &str = concat!("kafka-sidecar/", env!("CARGO_PKG_VERSION"));
-
-/// AWS credentials, as the standard environment variables hold them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AwsCredentials {
-    pub access_key_id: String,
-    pub secret_access_key: Secret,
-    pub session_token: Option<Secret>,
-}
-
-impl AwsCredentials {
-    /// Reads `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`.
-    pub fn from_env() -> Result<Self, SaslError> {
-        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
-        match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-            (Some(access_key_id), Some(secret)) => Ok(AwsCredentials {
-                access_key_id,
-                secret_access_key: Secret(secret),
-                session_token: var("AWS_SESSION_TOKEN").map(Secret),
-            }),
-            _ => Err(SaslError::Credentials(
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set for AWS_MSK_IAM".into(),
-            )),
-        }
-    }
-}
 
 /// The OAUTHBEARER initial client response carrying `token` (RFC 7628).
 pub fn oauthbearer_message(token: &str) -> Vec<u8> {
@@ -49,109 +28,63 @@ pub fn oauthbearer_message(token: &str) -> Vec<u8> {
 }
 
 /// The MSK IAM token for `credentials` in `region` at `now`.
-pub fn token(credentials: &AwsCredentials, region: &str, now: SystemTime) -> String {
-    URL_SAFE_NO_PAD.encode(presigned_url(credentials, region, now, USER_AGENT))
+pub fn token(credentials: &Credentials, region: &str, now: SystemTime) -> Result<String, SaslError> {
+    Ok(URL_SAFE_NO_PAD.encode(presigned_url(credentials, region, now, USER_AGENT)?))
 }
 
-/// The presigned `kafka-cluster:Connect` URL.
-pub fn presigned_url(credentials: &AwsCredentials, region: &str, now: SystemTime, user_agent: &str) -> String {
-    let host = format!("kafka.{region}.amazonaws.com");
-    let (date, datetime) = utc_stamps(now);
-    let scope = format!("{date}/{region}/{SERVICE}/aws4_request");
-    let mut params = vec![
-        ("Action", "kafka-cluster:Connect".to_owned()),
-        ("X-Amz-Algorithm", "AWS4-HMAC-SHA256".to_owned()),
-        ("X-Amz-Credential", format!("{}/{scope}", credentials.access_key_id)),
-        ("X-Amz-Date", datetime.clone()),
-        ("X-Amz-Expires", EXPIRES.as_secs().to_string()),
-    ];
-    if let Some(token) = &credentials.session_token {
-        params.push(("X-Amz-Security-Token", token.0.clone()));
+/// The presigned `kafka-cluster:Connect` URL, `user_agent` appended unsigned.
+pub fn presigned_url(
+    credentials: &Credentials,
+    region: &str,
+    now: SystemTime,
+    user_agent: &str,
+) -> Result<String, SaslError> {
+    let failed = |e: &dyn std::fmt::Display| SaslError::Credentials(format!("cannot sign the MSK IAM token: {e}"));
+    let url = format!("https://kafka.{region}.amazonaws.com/?Action=kafka-cluster%3AConnect");
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(EXPIRES);
+    let identity = credentials.clone().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(SERVICE)
+        .time(now)
+        .settings(settings)
+        .build()
+        .map_err(|e| failed(&e))?
+        .into();
+    let request =
+        SignableRequest::new("GET", &url, std::iter::empty(), SignableBody::Bytes(b"")).map_err(|e| failed(&e))?;
+    let (_, mut added) = sign(request, &params).map_err(|e| failed(&e))?.into_parts().0.into_parts();
+    // AWS's signers put the signature after every other X-Amz parameter, session token included.
+    added.sort_by_key(|(name, _)| *name == "X-Amz-Signature");
+    added.push(("User-Agent", Cow::Borrowed(user_agent)));
+    let mut query = QueryWriter::new_from_string(&url).map_err(|e| failed(&e))?;
+    for (name, value) in &added {
+        query.insert(name, value);
     }
-    params.push(("X-Amz-SignedHeaders", "host".to_owned()));
-    params.sort_by(|a, b| a.0.cmp(b.0));
-    let query: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", uri_encode(k), uri_encode(v))).collect();
-    let query = query.join("&");
-
-    let empty_payload = hex(digest::digest(&digest::SHA256, b"").as_ref());
-    let canonical_request = format!("GET\n/\n{query}\nhost:{host}\n\nhost\n{empty_payload}");
-    let string_to_sign = format!(
-        "AWS4-HMAC-SHA256\n{datetime}\n{scope}\n{}",
-        hex(digest::digest(&digest::SHA256, canonical_request.as_bytes()).as_ref())
-    );
-    let key = signing_key(&credentials.secret_access_key.0, &date, region, SERVICE);
-    let signature = hex(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &key), string_to_sign.as_bytes()).as_ref());
-    format!("https://{host}/?{query}&X-Amz-Signature={signature}&User-Agent={}", uri_encode(user_agent))
-}
-
-/// SigV4's derived signing key: HMAC chain over date, region, service and "aws4_request".
-pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
-    let sign = |key: &[u8], data: &str| hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data.as_bytes());
-    let k_date = sign(format!("AWS4{secret}").as_bytes(), date);
-    let k_region = sign(k_date.as_ref(), region);
-    let k_service = sign(k_region.as_ref(), service);
-    sign(k_service.as_ref(), "aws4_request").as_ref().to_vec()
-}
-
-/// SigV4 URI encoding: everything but unreserved characters, `/` included.
-pub(super) fn uri_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `YYYYMMDD` and `YYYYMMDDTHHMMSSZ` for `time` in UTC.
-fn utc_stamps(time: SystemTime) -> (String, String) {
-    let secs = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let date = format!("{year:04}{month:02}{day:02}");
-    let datetime = format!("{date}T{:02}{:02}{:02}Z", rest / 3600, rest / 60 % 60, rest % 60);
-    (date, datetime)
+    Ok(query.build_uri().to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
-    fn example_credentials() -> AwsCredentials {
-        AwsCredentials {
-            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-            secret_access_key: Secret("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into()),
-            session_token: None,
-        }
+    fn credentials(id: &str, secret: &str, session_token: Option<&str>) -> Credentials {
+        Credentials::new(id, secret, session_token.map(str::to_owned), None, "test")
     }
 
-    /// AWS's published example of a derived SigV4 signing key.
-    #[test]
-    fn signing_key_matches_aws_example() {
-        let key = signing_key("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "20150830", "us-east-1", "iam");
-        assert_eq!(hex(&key), "c4afb1cc5771d871763a393e44b703571b55cc28424d1a5e86da6ed3c154a4b9");
-    }
+    const PYTHON_SIGNER: &str = "aws-msk-iam-sasl-signer-python/1.0.2";
 
     /// A token made by AWS's own signer (aws-msk-iam-sasl-signer-python 1.0.2) for these
     /// credentials at 2026-11-25T12:00:00Z: same URL, same signature.
     #[test]
     fn presigned_url_matches_the_aws_signer() {
         let now = UNIX_EPOCH + Duration::from_secs(1_795_608_000);
-        let url = presigned_url(&example_credentials(), "us-east-1", now, "aws-msk-iam-sasl-signer-python/1.0.2");
+        let example = credentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", None);
+        let url = presigned_url(&example, "us-east-1", now, PYTHON_SIGNER).unwrap();
         assert_eq!(
             url,
             "https://kafka.us-east-1.amazonaws.com/?Action=kafka-cluster%3AConnect&X-Amz-Algorithm=AWS4-HMAC-SHA256\
@@ -164,13 +97,33 @@ mod tests {
         assert!(token.starts_with("aHR0cHM6Ly9rYWZrYS51cy1lYXN0LTEuYW1hem9uYXdzLmNvbS8_QWN0aW9uPWthZmth"));
     }
 
+    /// Whole tokens made by aws-msk-iam-sasl-signer-python 1.0.2 (botocore 1.44.8) in eu-west-1
+    /// at 2024-05-01T12:00:00Z, with and without a session token (as tests/security_harness.rs).
     #[test]
-    fn session_token_is_signed_too() {
-        let mut credentials = example_credentials();
-        credentials.session_token = Some(Secret("FQoG/session+token=".into()));
-        let url = presigned_url(&credentials, "eu-west-1", UNIX_EPOCH, "x");
-        assert!(url.contains("&X-Amz-Security-Token=FQoG%2Fsession%2Btoken%3D&X-Amz-SignedHeaders=host"), "{url}");
-        assert!(url.contains("X-Amz-Date=19700101T000000Z"));
+    fn tokens_match_the_aws_signer_byte_for_byte() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_714_564_800);
+        let cases = [
+            (
+                credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", None),
+                "aHR0cHM6Ly9rYWZrYS5ldS13ZXN0LTEuYW1hem9uYXdzLmNvbS8_QWN0aW9uPWthZmthLWNsdXN0ZXIlM0FDb25uZWN0JlgtQW16LUFsZ29yaXRobT1BV1M0LUhNQUMtU0hBMjU2JlgtQW16LUNyZWRlbnRpYWw9QUtJREVYQU1QTEUlMkYyMDI0MDUwMSUyRmV1LXdlc3QtMSUyRmthZmthLWNsdXN0ZXIlMkZhd3M0X3JlcXVlc3QmWC1BbXotRGF0ZT0yMDI0MDUwMVQxMjAwMDBaJlgtQW16LUV4cGlyZXM9OTAwJlgtQW16LVNpZ25lZEhlYWRlcnM9aG9zdCZYLUFtei1TaWduYXR1cmU9NzVmMTJjYWY1NmZiMjMyMTU4MzFiOGY0NWU4MTA3M2Y5NDQ4M2EwMzM2ZmU1NzBiMmIyNzE4YjM2MDMzYTMxNCZVc2VyLUFnZW50PWF3cy1tc2staWFtLXNhc2wtc2lnbmVyLXB5dGhvbiUyRjEuMC4y",
+            ),
+            (
+                credentials("ASIAEXAMPLE", "secret/with+chars", Some("FwoGZXIvYXdzEXAMPLE//token+/=")),
+                "aHR0cHM6Ly9rYWZrYS5ldS13ZXN0LTEuYW1hem9uYXdzLmNvbS8_QWN0aW9uPWthZmthLWNsdXN0ZXIlM0FDb25uZWN0JlgtQW16LUFsZ29yaXRobT1BV1M0LUhNQUMtU0hBMjU2JlgtQW16LUNyZWRlbnRpYWw9QVNJQUVYQU1QTEUlMkYyMDI0MDUwMSUyRmV1LXdlc3QtMSUyRmthZmthLWNsdXN0ZXIlMkZhd3M0X3JlcXVlc3QmWC1BbXotRGF0ZT0yMDI0MDUwMVQxMjAwMDBaJlgtQW16LUV4cGlyZXM9OTAwJlgtQW16LVNpZ25lZEhlYWRlcnM9aG9zdCZYLUFtei1TZWN1cml0eS1Ub2tlbj1Gd29HWlhJdllYZHpFWEFNUExFJTJGJTJGdG9rZW4lMkIlMkYlM0QmWC1BbXotU2lnbmF0dXJlPTM3MjIxMjc2NTI1NTQyNGI0ZWYyZjI4MGZkOGNmYTVlOWUwNzEzMzc5MDVlOTBiYzBjNmJhYjJmYjVjMWIyMWYmVXNlci1BZ2VudD1hd3MtbXNrLWlhbS1zYXNsLXNpZ25lci1weXRob24lMkYxLjAuMg",
+            ),
+        ];
+        for (credentials, expected) in cases {
+            let url = presigned_url(&credentials, "eu-west-1", now, PYTHON_SIGNER).unwrap();
+            assert_eq!(URL_SAFE_NO_PAD.encode(&url), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_sidecar_names_itself_in_the_token() {
+        let token = token(&credentials("AKID", "secret", None), "eu-west-1", UNIX_EPOCH).unwrap();
+        let url = String::from_utf8(URL_SAFE_NO_PAD.decode(token).unwrap()).unwrap();
+        assert!(url.contains("X-Amz-Date=19700101T000000Z"), "{url}");
+        assert!(url.ends_with(&format!("&User-Agent=kafka-sidecar%2F{}", env!("CARGO_PKG_VERSION"))), "{url}");
     }
 
     #[test]

@@ -6,10 +6,10 @@
 //! broker's answers are read with the bounds-checked cursor. Passwords never reach a log line or
 //! a `Debug` output.
 
+pub mod aws;
 pub mod iam;
 pub mod loopback;
 mod scram;
-pub mod web_identity;
 
 use std::fmt;
 use std::time::Duration;
@@ -133,8 +133,8 @@ where
             Ok(lifetime)
         }
         Mechanism::AwsMskIam => {
-            let credentials = web_identity::credentials(&config.region).await?;
-            let token = iam::token(&credentials, &config.region, std::time::SystemTime::now());
+            let credentials = aws::credentials(&config.region).await?;
+            let token = iam::token(&credentials, &config.region, std::time::SystemTime::now())?;
             let (_, lifetime) = exchange.authenticate(iam::oauthbearer_message(&token)).await?;
             Ok(lifetime)
         }
