@@ -11,6 +11,8 @@
 //! - `topology`: node id → broker address, controller id.
 //! - `upstream`: connecting to brokers and the socket options of every socket.
 //! - `tls`, `sasl`: securing and authenticating the sidecar's broker connections.
+//! - `client_auth`: who may use the listeners: the start-up guard, mutual-TLS refusals and SASL
+//!   checked against a credentials file (and the `hash-password` subcommand).
 //! - `listener`: the bootstrap listener and one listener per broker node id.
 //! - `session`: one client connection end to end, responses in request order.
 //! - `control`: the sidecar's own connections: metadata refresh, and one link per broker.
@@ -28,6 +30,7 @@ mod labels;
 
 pub mod admin_http;
 pub mod admin_retry;
+pub mod client_auth;
 pub mod config;
 pub mod control;
 pub mod frame_reader;

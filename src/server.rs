@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::client_auth::{ClientAuth, CredentialsError};
 use crate::config::Config;
 use crate::control::Links;
 use crate::listener::{BrokerListeners, Target};
@@ -35,6 +36,8 @@ pub struct Context {
     pub connector: Connector,
     /// TLS on the Kafka listeners, when configured.
     pub listener_tls: Option<ListenerTls>,
+    /// How clients authenticate to the listeners (SASL checked or answered by the sidecar).
+    pub client_auth: ClientAuth,
     /// Cancelled when the sidecar starts shutting down: listeners stop accepting, sessions stop
     /// reading new requests.
     pub shutdown: CancellationToken,
@@ -53,11 +56,13 @@ impl Context {
         let tls = config.tls.clone().map(BrokerTls::new).transpose()?;
         let connector = Connector::new(config.upstream, config.sockets, tls, config.sasl.clone());
         let listener_tls = config.listener_tls.clone().map(ListenerTls::new).transpose()?;
+        let client_auth = ClientAuth::new(&config)?;
         let connection_permits = Arc::new(Semaphore::new(config.max_client_connections));
         let buffer_budget = Arc::new(Semaphore::new(config.buffer_budget_bytes));
         Ok(Context {
             connector,
             listener_tls,
+            client_auth,
             config,
             topology: Topology::default(),
             broker_listeners: BrokerListeners::default(),
@@ -102,6 +107,8 @@ pub enum ServerError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("client credentials: {0}")]
+    ClientCredentials(#[from] CredentialsError),
 }
 
 /// Runs the sidecar until `shutdown` resolves, then drains.

@@ -23,12 +23,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_retry::{self, AdminRequest, RetryError};
+use crate::client_auth::{Admit, Gate};
 use crate::frame_reader::{FrameReader, Relay, relay_frame};
 use crate::frame_writer::FrameWriter;
 use crate::listener::{Target, ensure_broker_listener};
 use crate::policy::policy;
 use crate::rewrite::{self, RewriteError};
-use crate::sasl;
 use crate::server::Context;
 use crate::stream::Stream;
 use crate::telemetry::{self, Direction, DisconnectCause, RequestCounters, SessionErrorKind, UpstreamConnection};
@@ -103,6 +103,8 @@ struct Session {
     peer: SocketAddr,
     /// The broker node this connection reaches (`None` for the bootstrap listener).
     node_id: Option<i32>,
+    /// The client's authentication to the sidecar, across broker connections.
+    gate: Gate,
 }
 
 /// Serves one accepted client until either side closes or the sidecar shuts down.
@@ -111,7 +113,7 @@ pub async fn serve(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, targe
         Target::Broker(node_id) => Some(node_id),
         Target::Bootstrap => None,
     };
-    let session = Session { ctx, peer, node_id };
+    let session = Session { gate: ctx.client_auth.gate(peer), ctx, peer, node_id };
     let started = Instant::now();
     let connection = telemetry::ClientConnection::open();
     let client = match session.client_stream(client).await {
@@ -249,7 +251,7 @@ impl Session {
         let (ctx, peer) = (&self.ctx, self.peer);
         let mut counters = RequestCounters::new(telemetry::node_label(self.node_id));
         let idle_timeout = ctx.config.client_idle_timeout;
-        let sidecar_authenticates = ctx.connector.sasl.is_some();
+        let answers_sasl = self.gate.answers_sasl();
         loop {
             // Requests the client sent together go out together, and none waits in the queue
             // while the next one has yet to arrive.
@@ -296,16 +298,18 @@ impl Session {
             // The few requests the sidecar may re-send or answers itself are held whole; every
             // other request is relayed as it arrives.
             let mut whole = None;
-            if policy(header.api_key).holds_request(sidecar_authenticates) {
+            if policy(header.api_key).holds_request(answers_sasl) {
                 match self.hold_whole(requests, total, "request").await {
                     Ok(held) => whole = Some(held),
                     Err(error @ FrameError::Io(_)) => return Disconnect(client_frame_error(&error, peer)),
                     Err(error) => return Disconnect(self.held_frame_error(&error)),
                 }
             }
-            let local_answer = match (&ctx.connector.sasl, &whole) {
-                (Some(_), Some((frame, _))) => sasl::loopback::answer(&header, frame),
-                _ => None,
+            let (local_answer, close_after) = match self.gate.admit(&header, whole.as_ref().map(|(f, _)| &f[..])) {
+                Admit::Forward => (None, false),
+                Admit::Answer(answer) => (Some(answer), false),
+                Admit::AnswerAndClose(answer) => (Some(answer), true),
+                Admit::Refuse => return Disconnect(DisconnectCause::Unauthenticated),
             };
             if !expects_response {
                 leg.unanswered_forwarded.store(true, Ordering::Relaxed);
@@ -344,6 +348,9 @@ impl Session {
                 if in_flight.send(entry).await.is_err() {
                     return RequestsEnd::ResponsesDone;
                 }
+            }
+            if close_after {
+                return Disconnect(DisconnectCause::Unauthenticated);
             }
             if local_answer.is_some() {
                 continue;
