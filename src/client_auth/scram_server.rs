@@ -94,7 +94,9 @@ impl ScramServer {
         if binding.as_deref() != Some(self.gs2_header.as_bytes()) {
             return Err(ScramFailure::Malformed("client-final channel binding does not match"));
         }
-        if fields.next().and_then(|f| f.strip_prefix("r=")) != Some(self.nonce.as_str()) {
+        // Kafka accepts a nonce that only ends with the server's (`endsWith`): librdkafka 2.0 sends
+        // its own nonce again in front of it. The proof covers the message as sent either way.
+        if !fields.next().and_then(|f| f.strip_prefix("r=")).is_some_and(|r| r.ends_with(self.nonce.as_str())) {
             return Err(ScramFailure::Malformed("client-final nonce does not match"));
         }
         let proof = BASE64.decode(proof).map_err(|_| ScramFailure::Malformed("the proof is not base64"))?;
