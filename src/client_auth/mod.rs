@@ -216,7 +216,7 @@ enum Step {
     Start,
     Handshaken(ClientMechanism),
     /// SCRAM server-first sent; awaiting client-final.
-    Scram(ScramServer),
+    Scram(Box<ScramServer>),
 }
 
 /// One client connection's authentication state.
@@ -307,7 +307,7 @@ impl Gate {
                 let credentials = store.current();
                 let lookup = |user: &str| credentials.get(user, mechanism).cloned();
                 ScramServer::start(mechanism.hash(), token, lookup).map(|(server, server_first)| {
-                    state.step = Step::Scram(server);
+                    state.step = Step::Scram(Box::new(server));
                     (None, server_first)
                 })
             }
