@@ -1,3 +1,6 @@
+//! The gate against hand-made SASL frames (PLAIN, both SCRAM hashes, out-of-order and early
+//! requests) and the start-up guard against a remote listener lending broker credentials.
+
 use std::num::NonZeroU32;
 
 use kafka_protocol::messages::{
