@@ -233,6 +233,8 @@ fn mutual_tls_admits_only_clients_with_a_certificate_of_the_client_ca() {
     let tansu = Tansu::start();
     let certs = Certs::shared();
     let server = certs.server(ServerCert::Localhost);
+    let client_ca = temp_path("client-ca");
+    fs::copy(certs.ca_cert(), &client_ca).unwrap();
     let sidecar = Sidecar::start(
         &tansu.addr(),
         &[
@@ -243,7 +245,7 @@ fn mutual_tls_admits_only_clients_with_a_certificate_of_the_client_ca() {
             "--listener-tls-key-file",
             path(&server.key),
             "--listener-tls-client-ca",
-            path(certs.ca_cert()),
+            path(&client_ca),
         ],
     );
     let bootstrap = format!("localhost:{}", sidecar.bootstrap_port());
@@ -263,6 +265,14 @@ fn mutual_tls_admits_only_clients_with_a_certificate_of_the_client_ca() {
     let mtls = tls.with_client_cert(&client.cert, &client.key);
     kcat_round_trip(&tansu, &bootstrap, &mtls.librdkafka_properties(), "over-mtls", 50);
     assert!(sidecar.logs().contains("tls_no_certificate"), "{}", sidecar.logs());
+
+    // The client CA is reloaded like the listener certificate: trusting the other CA instead
+    // admits its clients and refuses the first CA's, without a restart.
+    fs::copy(certs.other_ca_cert(), &client_ca).unwrap();
+    let admitted = security::kcat_metadata_within(&bootstrap, &other_ca, Duration::from_secs(5));
+    expect_success("kcat -L with the newly trusted CA's certificate", &admitted);
+    let refused = security::kcat_metadata_within(&bootstrap, &mtls, Duration::from_secs(3));
+    assert!(!refused.status.success(), "the CA no longer trusted: refused");
 }
 
 fn handshake(client: &mut RawClient, mechanism: &'static str) {
@@ -332,6 +342,15 @@ fn sasl_checked_by_the_sidecar_admits_the_right_password_and_refuses_a_wrong_one
         assert_eq!(metadata.brokers.len(), 1, "{mechanism}: requests pass once authenticated");
     }
     assert!(refusals(&sidecar, "sasl_wrong_password") >= 6.0);
+
+    // A new file (a rotated secret) applies to the next authentication, without a restart.
+    let rotated = credentials_file(WRONG_PASSWORD);
+    let text = fs::read_to_string(&rotated).unwrap();
+    fs::write(&credentials, format!("# rotated\n{text}")).unwrap();
+    assert_eq!(raw_login(&bootstrap, Mechanism::ScramSha256, WRONG_PASSWORD).1.error_code, 0);
+    assert_eq!(raw_login(&bootstrap, Mechanism::Plain, PASSWORD).1.error_code, 58);
+    assert!(sidecar.wait_for_log("client credentials changed on disk; reloaded", Duration::from_secs(5)));
+
     let logs = sidecar.logs();
     assert!(!logs.contains(PASSWORD) && !logs.contains(WRONG_PASSWORD), "no password in the log:\n{logs}");
 }
