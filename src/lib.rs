@@ -12,6 +12,8 @@
 //! - `backoff`: the one jittered, doubling backoff of every retry loop.
 //! - `upstream`: connecting to brokers and the socket options of every socket.
 //! - `tls`, `sasl`: securing and authenticating the sidecar's broker connections.
+//! - `client_auth`: who may use the listeners: the start-up guard, mutual-TLS refusals and SASL
+//!   checked against a credentials file (and the `hash-password` subcommand).
 //! - `listener`: the bootstrap listener and one listener per broker node id.
 //! - `session`: one client connection end to end (`requests`, `responses`), answers in request
 //!   order; it gets the connector, the cluster view, the retry and its limits, nothing more.
@@ -34,6 +36,7 @@ mod labels;
 pub mod admin_http;
 pub mod admin_retry;
 pub mod backoff;
+pub mod client_auth;
 pub mod cluster;
 pub mod config;
 pub mod control;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 use kafka_sidecar::config::{Config, LogFormat, Settings};
-use kafka_sidecar::{inject, server, telemetry};
+use kafka_sidecar::{client_auth, inject, server, telemetry};
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for invalid configuration (EX_USAGE).
@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     let flags = match parse_args() {
         Ok(Command::Run(flags)) => *flags,
         Ok(Command::Inject(args)) => return inject::main(&args),
+        Ok(Command::HashPassword(args)) => return client_auth::hash_password::main(&args),
         Err(error) => {
             // `--help` and `--version` print to stdout and succeed; anything else is a usage error.
             let _ = error.print();
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    client_auth::announce(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads)
         .thread_name("sidecar-worker")
@@ -70,18 +72,24 @@ enum Command {
     Run(Box<Settings>),
     /// `kafka-sidecar inject …`.
     Inject(inject::Args),
+    /// `kafka-sidecar hash-password USER`.
+    HashPassword(client_auth::hash_password::Args),
 }
 
 /// The proxy's flags, or the `inject` subcommand with its own; the two do not mix.
 fn parse_args() -> Result<Command, clap::Error> {
     let cli = Settings::cli()
         .subcommand(inject::Args::command())
+        .subcommand(client_auth::hash_password::Args::command())
         .args_conflicts_with_subcommands(true)
         .disable_help_subcommand(true)
         .propagate_version(true);
     let matches = cli.try_get_matches_from(std::env::args_os())?;
     match matches.subcommand() {
         Some(("inject", sub)) => Ok(Command::Inject(inject::Args::from_arg_matches(sub)?)),
+        Some(("hash-password", sub)) => {
+            Ok(Command::HashPassword(client_auth::hash_password::Args::from_arg_matches(sub)?))
+        }
         _ => Ok(Command::Run(Box::new(Settings::from_arg_matches(&matches)?))),
     }
 }

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin_http;
 use crate::admin_retry::AdminRetry;
+use crate::client_auth::{ClientAuth, CredentialsError};
 use crate::cluster::ClusterView;
 use crate::config::Config;
 use crate::control::{self, Links};
@@ -33,6 +34,8 @@ pub enum ServerError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("client credentials: {0}")]
+    ClientCredentials(#[from] CredentialsError),
 }
 
 /// Runs the sidecar until `shutdown` resolves, then drains.
@@ -48,6 +51,7 @@ pub async fn run(
 
     let tls = config.tls.clone().map(BrokerTls::new).transpose()?;
     let listener_tls = config.listener_tls.clone().map(ListenerTls::new).transpose()?;
+    let client_auth = ClientAuth::new(&config)?;
     let connector = Arc::new(Connector::new(config.upstream, config.sockets, tls, config.sasl.clone()));
     let cluster = Arc::new(ClusterView::new(config.bootstrap_servers.clone()));
     let links = Arc::new(Links::new(connector.clone(), cluster.clone(), config.max_frame_bytes));
@@ -57,6 +61,7 @@ pub async fn run(
         cluster: cluster.clone(),
         retry: AdminRetry::new(config.admin_retry, links.clone()),
         listener_tls,
+        client_auth,
         advertised: config.advertised.clone(),
         limits: Limits {
             max_frame_bytes: config.max_frame_bytes,

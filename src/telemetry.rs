@@ -13,6 +13,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::client_auth::Refusal;
 use crate::wire::{FrameErrorKind, api_name, error_name};
 
 pub const REQUESTS: &str = "kafka_sidecar_requests_total";
@@ -34,6 +35,8 @@ pub const CONTROLLER_ID: &str = "kafka_sidecar_controller_id";
 pub const CONTROLLER_CHANGES: &str = "kafka_sidecar_controller_changes_total";
 pub const BROKER_LISTENERS: &str = "kafka_sidecar_broker_listeners";
 pub const BUILD_INFO: &str = "kafka_sidecar_build_info";
+pub const CLIENT_AUTH_REFUSALS: &str = "kafka_sidecar_client_auth_refusals_total";
+pub const INSECURE_REMOTE_CLIENTS: &str = "kafka_sidecar_insecure_remote_clients";
 
 /// Request latency buckets, from well under a millisecond to Fetch long polls and admin retries.
 const LATENCY_BUCKETS: &[f64] =
@@ -51,6 +54,8 @@ labels! {
         /// A retried admin request may have been applied but its answer was lost.
         RetryLost => "retry_lost",
         Shutdown => "shutdown",
+        /// The client failed to authenticate to the sidecar, or sent requests before it did.
+        Unauthenticated => "unauthenticated",
     }
 }
 
@@ -209,6 +214,10 @@ fn register_closed_sets() {
     }
     counter!(CONTROLLER_CHANGES).absolute(0);
     gauge!(BROKER_LISTENERS).increment(0.0);
+    for cause in Refusal::ALL {
+        counter!(CLIENT_AUTH_REFUSALS, "cause" => cause.as_str()).absolute(0);
+    }
+    gauge!(INSECURE_REMOTE_CLIENTS).increment(0.0);
     let _registered = histogram!(UPSTREAM_CONNECT_DURATION);
 }
 
@@ -242,6 +251,16 @@ fn describe_all() {
     describe_counter!(CONTROLLER_CHANGES, "Times the reported controller changed.");
     describe_gauge!(BROKER_LISTENERS, "Per-broker listeners open.");
     describe_gauge!(BUILD_INFO, "Build information; the value is always 1.");
+    describe_counter!(
+        CLIENT_AUTH_REFUSALS,
+        "Clients refused on the Kafka listeners, by cause (mutual TLS handshakes, SASL authentications, requests \
+         before authentication)."
+    );
+    describe_gauge!(
+        INSECURE_REMOTE_CLIENTS,
+        "1 when the listeners are off loopback and unauthenticated clients act with the sidecar's broker identity \
+         (--insecure-allow-unauthenticated-remote-clients), else 0."
+    );
 }
 
 /// The `node` label of a connection: the broker's node id, or `bootstrap`.
@@ -382,6 +401,16 @@ pub fn controller_changed(controller_id: i32) {
     gauge!(CONTROLLER_ID).set(f64::from(controller_id));
 }
 
+/// Counts a client refused on a listener.
+pub fn client_auth_refused(cause: Refusal) {
+    counter!(CLIENT_AUTH_REFUSALS, "cause" => cause.as_str()).increment(1);
+}
+
+/// Whether unauthenticated remote clients may use the sidecar's broker identity.
+pub fn insecure_remote_clients(insecure: bool) {
+    gauge!(INSECURE_REMOTE_CLIENTS).set(if insecure { 1.0 } else { 0.0 });
+}
+
 pub fn broker_listener_opened() {
     gauge!(BROKER_LISTENERS).increment(1.0);
 }
@@ -407,7 +436,7 @@ mod tests {
 
     #[test]
     fn label_sets_list_each_value_once_in_order() {
-        assert_eq!(DisconnectCause::ALL.len(), 7);
+        assert_eq!(DisconnectCause::ALL.len(), 8);
         assert_eq!(DisconnectCause::ALL[5], DisconnectCause::RetryLost);
         assert_eq!(DisconnectCause::RetryLost.to_string(), "retry_lost");
         let directions: Vec<&str> = Direction::ALL.iter().map(|d| d.as_str()).collect();

@@ -123,11 +123,13 @@ impl BrokerTls {
     }
 }
 
-/// Where the sidecar's own listener certificate comes from (TLS on the Kafka listeners).
+/// Where the sidecar's own listener certificate comes from (TLS on the Kafka listeners), and the
+/// CAs that sign the client certificates it demands, if it demands them (mutual TLS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerTlsSettings {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Accepts TLS clients on the Kafka listeners with the current certificate.
@@ -138,16 +140,21 @@ pub struct ListenerTls {
 
 impl ListenerTls {
     pub fn new(settings: ListenerTlsSettings) -> Result<Self, TlsError> {
-        let files = vec![settings.cert_file.clone(), settings.key_file.clone()];
+        let mut files = vec![settings.cert_file.clone(), settings.key_file.clone()];
+        files.extend(settings.client_ca_file.clone());
         Ok(ListenerTls { config: Reloadable::new(files, move || server_config(&settings))? })
     }
 
     /// Runs the server side of the TLS handshake with a client.
     pub async fn accept(&self, tcp: TcpStream) -> Result<server::TlsStream<TcpStream>, TlsError> {
-        TlsAcceptor::from(self.config.get())
-            .accept(tcp)
-            .await
-            .map_err(|e| TlsError::Handshake { host: "client".into(), reason: handshake_reason(&e) })
+        TlsAcceptor::from(self.config.get()).accept(tcp).await.map_err(|e| {
+            let cause = crate::client_auth::tls_refused(&e);
+            let reason = handshake_reason(&e).replace("broker certificate", "client certificate");
+            TlsError::Handshake {
+                host: "client".into(),
+                reason: format!("{cause}: {}", reason.replace("broker refused", "client refused")),
+            }
+        })
     }
 }
 
@@ -155,12 +162,21 @@ fn server_config(settings: &ListenerTlsSettings) -> Result<ServerConfig, TlsErro
     let chain = certificates(&settings.cert_file, "listener certificate")?;
     let key = PrivateKeyDer::from_pem_file(&settings.key_file)
         .map_err(|e| file_error("listener key", &settings.key_file, e))?;
-    ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Config(e.to_string()))
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match &settings.client_ca_file {
+        Some(ca_file) => {
+            let roots = Arc::new(roots(Some(ca_file))?);
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| TlsError::Config(format!("{}: {e}", ca_file.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    builder.with_single_cert(chain, key).map_err(|e| TlsError::Config(e.to_string()))
 }
 
 /// rustls' own words for why a handshake failed (unknown issuer, name mismatch, expired…),

@@ -52,7 +52,13 @@ impl Config {
         if let Some(listener) = &self.listener_tls {
             out.path("listener-tls-cert-file", Some(&listener.cert_file));
             out.path("listener-tls-key-file", Some(&listener.key_file));
+            out.path("listener-tls-client-ca", listener.client_ca_file.as_deref());
         }
+        out.path("listener-sasl-credentials", self.client_auth.sasl_credentials.as_deref());
+        out.line(
+            "insecure-allow-unauthenticated-remote-clients",
+            self.client_auth.allow_unauthenticated_remote_clients,
+        );
         if let Some(sasl) = &self.sasl {
             out.line("sasl-mechanism", sasl.mechanism.name());
             if sasl.mechanism == Mechanism::AwsMskIam {

@@ -21,6 +21,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::admin_retry::RetryPolicy;
+use crate::client_auth::{self, ClientAuthSettings};
 use crate::rewrite::Advertised;
 use crate::sasl::{Mechanism, SaslConfig, Secret};
 use crate::tls::{ListenerTlsSettings, TlsSettings};
@@ -172,6 +173,24 @@ pub struct Settings {
     #[arg(long)]
     pub listener_tls_key_file: Option<String>,
 
+    /// PEM bundle of CAs for client certificates on the TLS listeners: clients without a
+    /// certificate one of them signed are refused during the handshake (mutual TLS)
+    /// [default: no client certificates asked for].
+    #[arg(long)]
+    pub listener_tls_client_ca: Option<String>,
+
+    /// File of salted, hashed client credentials (`kafka-sidecar hash-password`): clients must
+    /// authenticate to the sidecar with SASL PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 before any
+    /// request but ApiVersions; reloaded when it changes [default: no client SASL check].
+    #[arg(long)]
+    pub listener_sasl_credentials: Option<String>,
+
+    /// Let the Kafka listeners bind a non-loopback address while the sidecar holds broker
+    /// credentials and clients do not authenticate to it: anyone who reaches them acts with the
+    /// sidecar's identity. Warned about at every start [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_allow_unauthenticated_remote_clients: Option<String>,
+
     /// SASL mechanism the sidecar authenticates with: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or
     /// AWS_MSK_IAM (credentials from the AWS SDKs' default chain: environment, profile, IRSA, EKS
     /// Pod Identity, ECS, EC2) [default: none].
@@ -291,6 +310,8 @@ pub struct Config {
     pub sasl: Option<SaslConfig>,
     /// TLS on the Kafka listeners, when enabled.
     pub listener_tls: Option<ListenerTlsSettings>,
+    /// How clients authenticate to the listeners.
+    pub client_auth: ClientAuthSettings,
     /// Worker threads of the runtime.
     pub worker_threads: usize,
     pub log_format: LogFormat,
@@ -381,9 +402,11 @@ impl Config {
         }
         let sasl = sasl_config(&s, &mut p);
         let listener_tls = match (&s.listener_tls_cert_file, &s.listener_tls_key_file) {
-            (Some(cert_file), Some(key_file)) => {
-                Some(ListenerTlsSettings { cert_file: cert_file.into(), key_file: key_file.into() })
-            }
+            (Some(cert_file), Some(key_file)) => Some(ListenerTlsSettings {
+                cert_file: cert_file.into(),
+                key_file: key_file.into(),
+                client_ca_file: s.listener_tls_client_ca.as_ref().map(PathBuf::from),
+            }),
             (None, None) => None,
             _ => {
                 p.push("listener-tls-cert-file", "listener TLS needs both a certificate and a key file");
@@ -412,6 +435,26 @@ impl Config {
         let listen_host = p.value("listen-host", &s.listen_host, IpAddr::from([127, 0, 0, 1]), |text| {
             text.parse().map_err(|_| format!("{text:?} is not an IP address"))
         });
+        let client_auth = ClientAuthSettings {
+            sasl_credentials: s.listener_sasl_credentials.as_ref().map(PathBuf::from),
+            allow_unauthenticated_remote_clients: p.value(
+                "insecure-allow-unauthenticated-remote-clients",
+                &s.insecure_allow_unauthenticated_remote_clients,
+                false,
+                parse_bool,
+            ),
+        };
+        if s.listener_tls_client_ca.is_some() && listener_tls.is_none() {
+            p.push(
+                "listener-tls-client-ca",
+                "needs listener TLS: --listener-tls-cert-file and --listener-tls-key-file",
+            );
+        }
+        let identity = client_auth::broker_identity(sasl.as_ref(), tls.as_ref());
+        let client_ca = listener_tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+        for (setting, problem) in client_auth::problems(listen_host, identity, client_ca, &client_auth) {
+            p.push(setting, problem);
+        }
         let bootstrap_port = p.number("bootstrap-port", &s.bootstrap_port, 9092u16, PORT);
         let port_base = p.number("broker-port-base", &s.broker_port_base, 9100u16, PORT);
         let advertised_host = s
@@ -508,6 +551,7 @@ impl Config {
             tls,
             sasl,
             listener_tls,
+            client_auth,
             worker_threads,
             log_format,
             log_level: s.log_level.unwrap_or_else(|| "info".into()),
@@ -553,6 +597,14 @@ fn sasl_config(s: &Settings, p: &mut Problems) -> Option<SaslConfig> {
         return None;
     };
     Some(SaslConfig { mechanism, username, password: Secret(password?), region: String::new() })
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{text:?} is not true or false")),
+    }
 }
 
 /// One of the values of `T`, as clap names them (`human`, `json`).

@@ -14,21 +14,21 @@ pub enum ScramHash {
 }
 
 impl ScramHash {
-    fn hmac(self) -> hmac::Algorithm {
+    pub(crate) fn hmac(self) -> hmac::Algorithm {
         match self {
             ScramHash::Sha256 => hmac::HMAC_SHA256,
             ScramHash::Sha512 => hmac::HMAC_SHA512,
         }
     }
 
-    fn digest(self) -> &'static digest::Algorithm {
+    pub(crate) fn digest(self) -> &'static digest::Algorithm {
         match self {
             ScramHash::Sha256 => &digest::SHA256,
             ScramHash::Sha512 => &digest::SHA512,
         }
     }
 
-    fn pbkdf2(self) -> pbkdf2::Algorithm {
+    pub(crate) fn pbkdf2(self) -> pbkdf2::Algorithm {
         match self {
             ScramHash::Sha256 => pbkdf2::PBKDF2_HMAC_SHA256,
             ScramHash::Sha512 => pbkdf2::PBKDF2_HMAC_SHA512,

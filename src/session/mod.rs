@@ -21,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_retry::{AdminRequest, AdminRetry};
+use crate::client_auth::{ClientAuth, Gate};
 use crate::cluster::ClusterView;
 use crate::frame_reader::FrameReader;
 use crate::frame_writer::FrameWriter;
@@ -129,6 +130,8 @@ pub struct Shared {
     pub retry: AdminRetry,
     /// TLS on the Kafka listeners, when configured.
     pub listener_tls: Option<ListenerTls>,
+    /// How clients authenticate to the listeners (SASL checked or answered by the sidecar).
+    pub client_auth: ClientAuth,
     /// The address clients are given for every broker.
     pub advertised: Advertised,
     pub limits: Limits,
@@ -144,6 +147,8 @@ struct Session {
     peer: SocketAddr,
     /// The broker node this connection reaches (`None` for the bootstrap listener).
     node_id: Option<i32>,
+    /// The client's authentication to the sidecar, across broker connections.
+    gate: Gate,
 }
 
 /// Serves one accepted client until either side closes or the sidecar shuts down.
@@ -152,7 +157,7 @@ pub async fn serve(ctx: Arc<Shared>, client: TcpStream, peer: SocketAddr, target
         Target::Broker(node_id) => Some(node_id),
         Target::Bootstrap => None,
     };
-    let session = Session { ctx, peer, node_id };
+    let session = Session { gate: ctx.client_auth.gate(peer), ctx, peer, node_id };
     let started = Instant::now();
     let connection = telemetry::ClientConnection::open();
     let client = match session.client_stream(client).await {

@@ -15,9 +15,9 @@ use super::{
     idle, until,
 };
 use crate::admin_retry::AdminRequest;
+use crate::client_auth::Admit;
 use crate::frame_reader::{Relay, relay_frame};
 use crate::policy::policy;
-use crate::sasl;
 use crate::telemetry::{self, Direction, DisconnectCause, RequestCounters, SessionErrorKind};
 use crate::wire::{FrameError, peek_request_header};
 
@@ -48,7 +48,7 @@ impl Session {
         let (ctx, peer) = (&self.ctx, self.peer);
         let mut counters = RequestCounters::new(telemetry::node_label(self.node_id));
         let idle_timeout = ctx.limits.client_idle_timeout;
-        let sidecar_authenticates = ctx.connector.sasl.is_some();
+        let answers_sasl = self.gate.answers_sasl();
         loop {
             // Requests the client sent together go out together, and none waits in the queue
             // while the next one has yet to arrive.
@@ -95,16 +95,18 @@ impl Session {
             // The few requests the sidecar may re-send or answers itself are held whole; every
             // other request is relayed as it arrives.
             let mut whole = None;
-            if policy(header.api_key).holds_request(sidecar_authenticates) {
+            if policy(header.api_key).holds_request(answers_sasl) {
                 match self.hold_whole(requests, total, "request").await {
                     Ok(held) => whole = Some(held),
                     Err(error @ FrameError::Io(_)) => return Disconnect(client_frame_error(&error, peer)),
                     Err(error) => return Disconnect(self.held_frame_error(&error)),
                 }
             }
-            let local_answer = match (&ctx.connector.sasl, &whole) {
-                (Some(_), Some((frame, _))) => sasl::loopback::answer(&header, frame),
-                _ => None,
+            let (local_answer, close_after) = match self.gate.admit(&header, whole.as_ref().map(|(f, _)| &f[..])) {
+                Admit::Forward => (None, false),
+                Admit::Answer(answer) => (Some(answer), false),
+                Admit::AnswerAndClose(answer) => (Some(answer), true),
+                Admit::Refuse => return Disconnect(DisconnectCause::Unauthenticated),
             };
             if !expects_response {
                 leg.unanswered_forwarded.store(true, Ordering::Relaxed);
@@ -143,6 +145,9 @@ impl Session {
                 if in_flight.send(entry).await.is_err() {
                     return RequestsEnd::ResponsesDone;
                 }
+            }
+            if close_after {
+                return Disconnect(DisconnectCause::Unauthenticated);
             }
             if local_answer.is_some() {
                 continue;

@@ -41,8 +41,27 @@ const PROTOCOL_ERROR_KINDS: [&str; 11] = [
     "bad_request_body",
     "bad_response_body",
 ];
-const DISCONNECT_CAUSES: [&str; 7] =
-    ["client_closed", "broker_closed", "idle", "protocol_error", "upstream_unavailable", "retry_lost", "shutdown"];
+const DISCONNECT_CAUSES: [&str; 8] = [
+    "client_closed",
+    "broker_closed",
+    "idle",
+    "protocol_error",
+    "upstream_unavailable",
+    "retry_lost",
+    "shutdown",
+    "unauthenticated",
+];
+const CLIENT_AUTH_REFUSALS: [&str; 9] = [
+    "tls_no_certificate",
+    "tls_untrusted_certificate",
+    "tls_invalid_certificate",
+    "tls_handshake",
+    "sasl_unknown_user",
+    "sasl_wrong_password",
+    "sasl_unsupported_mechanism",
+    "sasl_malformed",
+    "unauthenticated_request",
+];
 
 /// A fresh sidecar's first scrape, before any client request (its only clients are the start-up
 /// probes of the test harness) and with no broker to reach, already has every series whose labels
@@ -87,8 +106,12 @@ fn closed_label_sets_are_exported_at_zero_from_the_first_scrape() {
         "kafka_sidecar_upstream_timeouts_total",
         "kafka_sidecar_controller_changes_total",
         "kafka_sidecar_broker_listeners",
+        "kafka_sidecar_insecure_remote_clients",
     ] {
         assert_eq!(value(name, &[]), 0.0, "{name}");
+    }
+    for cause in CLIENT_AUTH_REFUSALS {
+        assert_eq!(value("kafka_sidecar_client_auth_refusals_total", &[("cause", cause)]), 0.0, "cause {cause}");
     }
     assert_eq!(value("kafka_sidecar_metadata_refreshes_total", &[("result", "ok")]), 0.0);
     value("kafka_sidecar_metadata_refreshes_total", &[("result", "error")]);
