@@ -33,6 +33,7 @@ pub const NOT_CONTROLLER_RETRIES: &str = "kafka_sidecar_not_controller_retries_t
 pub const CONTROLLER_ID: &str = "kafka_sidecar_controller_id";
 pub const CONTROLLER_CHANGES: &str = "kafka_sidecar_controller_changes_total";
 pub const BROKER_LISTENERS: &str = "kafka_sidecar_broker_listeners";
+pub const ADMIN_ROUTED: &str = "kafka_sidecar_admin_routed_total";
 pub const BUILD_INFO: &str = "kafka_sidecar_build_info";
 
 /// Request latency buckets, from well under a millisecond to Fetch long polls and admin retries.
@@ -206,6 +207,7 @@ fn register_closed_sets() {
         for outcome in RetryOutcome::ALL {
             counter!(NOT_CONTROLLER_RETRIES, "api" => api_name(api_key), "outcome" => outcome.as_str()).absolute(0);
         }
+        counter!(ADMIN_ROUTED, "api" => api_name(api_key)).absolute(0);
     }
     counter!(CONTROLLER_CHANGES).absolute(0);
     gauge!(BROKER_LISTENERS).increment(0.0);
@@ -238,6 +240,7 @@ fn describe_all() {
         NOT_CONTROLLER_RETRIES,
         "Admin requests answered NOT_CONTROLLER and retried, by api and outcome (recovered, exhausted, lost)."
     );
+    describe_counter!(ADMIN_ROUTED, "Controller-bound admin requests sent straight to the known controller, by api.");
     describe_gauge!(CONTROLLER_ID, "Node id of the controller as last reported by the cluster.");
     describe_counter!(CONTROLLER_CHANGES, "Times the reported controller changed.");
     describe_gauge!(BROKER_LISTENERS, "Per-broker listeners open.");
@@ -375,6 +378,10 @@ pub fn metadata_refresh(result: RefreshResult) {
 
 pub fn not_controller_retry(api: &'static str, outcome: RetryOutcome) {
     counter!(NOT_CONTROLLER_RETRIES, "api" => api, "outcome" => outcome.as_str()).increment(1);
+}
+
+pub fn admin_routed(api: &'static str) {
+    counter!(ADMIN_ROUTED, "api" => api).increment(1);
 }
 
 pub fn controller_changed(controller_id: i32) {

@@ -194,8 +194,8 @@ pub struct Settings {
     #[arg(long)]
     pub aws_region: Option<String>,
 
-    /// First pause before re-sending an admin request answered NOT_CONTROLLER; it doubles, with
-    /// jitter [default: 100ms].
+    /// First pause once every broker has answered an admin request NOT_CONTROLLER; it doubles,
+    /// with jitter [default: 5ms].
     #[arg(long)]
     pub admin_retry_backoff: Option<String>,
 
@@ -474,7 +474,7 @@ impl Config {
         let shutdown_delay = p.duration("shutdown-delay", &s.shutdown_delay, Duration::ZERO);
         let drain_timeout = p.duration("drain-timeout", &s.drain_timeout, Duration::from_secs(25));
         let admin_retry = RetryPolicy {
-            initial_backoff: p.duration("admin-retry-backoff", &s.admin_retry_backoff, Duration::from_millis(100)),
+            initial_backoff: p.duration("admin-retry-backoff", &s.admin_retry_backoff, Duration::from_millis(5)),
             max_backoff: p.duration("admin-retry-backoff-max", &s.admin_retry_backoff_max, Duration::from_secs(1)),
             budget: p.duration("admin-retry-budget", &s.admin_retry_budget, Duration::from_secs(30)),
         };

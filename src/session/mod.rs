@@ -63,6 +63,9 @@ struct InFlight {
     /// The sidecar's own answer, for requests it does not forward (a client's SASL exchange
     /// when the sidecar authenticates to the brokers itself).
     local_answer: Option<Bytes>,
+    /// The answer of a controller-bound request sent straight to the controller (this node id)
+    /// rather than over this connection.
+    routed: Option<(Bytes, i32)>,
     /// This request's place among the `--max-inflight` allowed; freed once it is answered.
     _slot: OwnedSemaphorePermit,
     /// The share of the buffer budget an admin request held whole takes until it is answered.
@@ -93,6 +96,10 @@ struct Leg {
     /// Requests awaiting an answer, at most `--max-inflight`: when all are taken the client's
     /// next request is not read until one is answered.
     in_flight_slots: Arc<Semaphore>,
+    /// Whether the client authenticates itself (its SASL requests pass through): the broker
+    /// connection carries its identity, so it is never shared and its requests never take
+    /// another way.
+    client_authenticates: AtomicBool,
 }
 
 /// Which broker a listener's clients are sent to.
@@ -251,6 +258,7 @@ impl Session {
             reauthenticate_at: upstream.reauthenticate_at,
             unanswered_forwarded: AtomicBool::new(false),
             in_flight_slots: Arc::new(Semaphore::new(self.ctx.limits.max_inflight)),
+            client_authenticates: AtomicBool::new(false),
         };
         let forward = self.forward_requests(requests, to_broker, in_flight_tx, &leg);
         let answer = async {

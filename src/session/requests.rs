@@ -7,6 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tokio::sync::mpsc;
 
@@ -35,6 +36,32 @@ impl Session {
         let end = self.forward_each_request(requests, &mut to_broker, in_flight, leg).await;
         let _ = to_broker.close().await;
         end
+    }
+
+    /// Sends a controller-bound request straight to the controller the sidecar knows, unless this
+    /// connection already reaches it or the client authenticates itself. Returns the answer and
+    /// who gave it, or `None` to send the request over this connection as usual.
+    async fn route(
+        &self,
+        request: &AdminRequest,
+        to_broker: &mut BrokerWriter,
+        leg: &Leg,
+    ) -> Result<Option<(Bytes, i32)>, RequestsEnd> {
+        if leg.client_authenticates.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let Some(controller) = self.ctx.retry.route_target(self.node_id) else {
+            return Ok(None);
+        };
+        // What the client sent before goes out before this request's answer is awaited.
+        flush_requests(to_broker, self.peer).await?;
+        match self.ctx.retry.send_to_controller(request, controller).await {
+            Ok(answer) => Ok(answer.map(|answer| (answer, controller))),
+            Err(error) => {
+                tracing::warn!(peer = %self.peer, %error, "closing client connection");
+                Err(RequestsEnd::Disconnect(DisconnectCause::RetryLost))
+            }
+        }
     }
 
     async fn forward_each_request(
@@ -109,6 +136,10 @@ impl Session {
             if !expects_response {
                 leg.unanswered_forwarded.store(true, Ordering::Relaxed);
             }
+            if policy(header.api_key).sasl && !sidecar_authenticates {
+                leg.client_authenticates.store(true, Ordering::Relaxed);
+            }
+            let mut routed = None;
             if expects_response {
                 // Waiting for a slot means waiting for answers to the requests still queued.
                 if leg.in_flight_slots.available_permits() == 0
@@ -128,8 +159,15 @@ impl Session {
                     }
                     _ => None,
                 };
+                if let Some(request) = &admin {
+                    routed = match self.route(request, to_broker, leg).await {
+                        Ok(answer) => answer,
+                        Err(end) => return end,
+                    };
+                }
                 // An admin request is held until answered: it may be re-sent.
                 let held = if admin.is_some() { whole.as_mut().and_then(|(_, held)| held.take()) } else { None };
+                let goes_to_broker = routed.is_none();
                 let entry = InFlight {
                     api_key: header.api_key,
                     api_version: header.api_version,
@@ -137,11 +175,15 @@ impl Session {
                     received,
                     admin,
                     local_answer: local_answer.clone(),
+                    routed,
                     _slot: slot,
                     _held: held,
                 };
                 if in_flight.send(entry).await.is_err() {
                     return RequestsEnd::ResponsesDone;
+                }
+                if !goes_to_broker {
+                    continue;
                 }
             }
             if local_answer.is_some() {
