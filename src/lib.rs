@@ -42,6 +42,7 @@ pub mod frame_writer;
 pub mod inject;
 pub mod listener;
 pub mod policy;
+pub mod pool;
 pub mod rewrite;
 pub mod sasl;
 pub mod server;

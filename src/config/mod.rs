@@ -21,6 +21,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::admin_retry::RetryPolicy;
+use crate::pool::PoolConfig;
 use crate::rewrite::Advertised;
 use crate::sasl::{Mechanism, SaslConfig, Secret};
 use crate::tls::{ListenerTlsSettings, TlsSettings};
@@ -208,6 +209,31 @@ pub struct Settings {
     #[arg(long)]
     pub admin_retry_budget: Option<String>,
 
+    /// Ready broker connections (TLS and SASL done) kept per broker for new client connections;
+    /// 0 opens none ahead of need [default: 2].
+    #[arg(long)]
+    pub pool_size: Option<String>,
+
+    /// Most idle broker connections kept per broker, those given back by clients that ended
+    /// cleanly included; 0 never takes one back [default: 8].
+    #[arg(long)]
+    pub pool_max_idle: Option<String>,
+
+    /// How long an idle pooled connection is kept before it is replaced; keep it below the
+    /// brokers' connections.max.idle.ms (10m by default) [default: 5m].
+    #[arg(long)]
+    pub pool_idle_lifetime: Option<String>,
+
+    /// First pause before refilling a pool after a failed connect; it doubles up to 30s
+    /// [default: 500ms].
+    #[arg(long)]
+    pub pool_refill_backoff: Option<String>,
+
+    /// Most new connections per second to each broker, from sessions and pool refills together;
+    /// clients beyond it wait for a pooled connection or a turn [default: 20].
+    #[arg(long)]
+    pub broker_connect_rate: Option<String>,
+
     /// Threads that serve connections. One keeps latency lowest and is all a sidecar next to one
     /// application needs; raise it for more than about 1 GB/s [default: 1].
     #[arg(long)]
@@ -285,6 +311,8 @@ pub struct Config {
     /// Time between the signal and the start of draining, spent serving while not ready.
     pub shutdown_delay: Duration,
     pub admin_retry: RetryPolicy,
+    /// Warm broker connections and the per-broker connect-rate limit.
+    pub pool: PoolConfig,
     /// TLS towards brokers, when enabled.
     pub tls: Option<TlsSettings>,
     /// SASL towards brokers, when enabled.
@@ -481,6 +509,22 @@ impl Config {
         if admin_retry.initial_backoff.is_zero() || admin_retry.initial_backoff > admin_retry.max_backoff {
             p.push("admin-retry-backoff", "must be above 0 and at most --admin-retry-backoff-max");
         }
+        let pool = PoolConfig {
+            size: p.number("pool-size", &s.pool_size, 2usize, WHOLE_NUMBER),
+            max_idle: p.number("pool-max-idle", &s.pool_max_idle, 8usize, WHOLE_NUMBER),
+            idle_lifetime: p.duration("pool-idle-lifetime", &s.pool_idle_lifetime, Duration::from_secs(300)),
+            refill_backoff: p.duration("pool-refill-backoff", &s.pool_refill_backoff, Duration::from_millis(500)),
+            connect_rate: p.number("broker-connect-rate", &s.broker_connect_rate, 20u32, WHOLE_NUMBER),
+        };
+        if pool.idle_lifetime < Duration::from_secs(1) {
+            p.push("pool-idle-lifetime", "must be at least 1s");
+        }
+        if pool.refill_backoff.is_zero() {
+            p.push("pool-refill-backoff", "must be above 0");
+        }
+        if pool.connect_rate == 0 {
+            p.push("broker-connect-rate", "must be at least 1");
+        }
         let worker_threads = p.number("worker-threads", &s.worker_threads, 1usize, WHOLE_NUMBER);
         if !(1..=MAX_WORKER_THREADS).contains(&worker_threads) {
             p.push("worker-threads", format!("{worker_threads} is outside 1..={MAX_WORKER_THREADS}"));
@@ -505,6 +549,7 @@ impl Config {
             drain_timeout,
             shutdown_delay,
             admin_retry,
+            pool,
             tls,
             sasl,
             listener_tls,

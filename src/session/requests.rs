@@ -25,17 +25,21 @@ use crate::wire::{FrameError, peek_request_header};
 impl Session {
     /// Client → broker, until the client, the response half, shutdown or a session renewal stops
     /// it. Then the broker side is half-closed, so the broker processes every forwarded request
-    /// and then closes its end.
+    /// and then closes its end; unless the connection may be shared ([`Leg::shareable`]): then it
+    /// is handed back open.
     pub(super) async fn forward_requests(
         &self,
         requests: &mut ClientReader,
         mut to_broker: BrokerWriter,
         in_flight: mpsc::Sender<InFlight>,
         leg: &Leg,
-    ) -> RequestsEnd {
+    ) -> (RequestsEnd, Option<BrokerWriter>) {
         let end = self.forward_each_request(requests, &mut to_broker, in_flight, leg).await;
+        if leg.shareable() && !to_broker.has_queued() {
+            return (end, Some(to_broker));
+        }
         let _ = to_broker.close().await;
-        end
+        (end, None)
     }
 
     /// Sends a controller-bound request straight to the controller the sidecar knows, unless this
@@ -94,7 +98,12 @@ impl Session {
                 total = next => total,
             };
             let total = match total {
-                Ok(None) => return Disconnect(DisconnectCause::ClientClosed),
+                Ok(None) => {
+                    // A clean end: between frames, every request answered.
+                    let answered = leg.in_flight_slots.available_permits() == ctx.limits.max_inflight;
+                    leg.clean_end.store(answered, Ordering::Relaxed);
+                    return Disconnect(DisconnectCause::ClientClosed);
+                }
                 Ok(Some(total)) => total,
                 Err(error) => return Disconnect(client_frame_error(&error, peer)),
             };

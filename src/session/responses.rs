@@ -28,7 +28,7 @@ impl Session {
     /// the request half stopped. Responses already queued reach the client whatever the end.
     pub(super) async fn return_responses(
         &self,
-        responses: BrokerReader,
+        responses: &mut BrokerReader,
         to_client: &mut ClientWriter,
         in_flight: mpsc::Receiver<InFlight>,
         leg: &Leg,
@@ -45,7 +45,7 @@ impl Session {
 
     async fn return_each_response(
         &self,
-        mut responses: BrokerReader,
+        responses: &mut BrokerReader,
         to_client: &mut ClientWriter,
         mut in_flight: mpsc::Receiver<InFlight>,
         leg: &Leg,
@@ -62,7 +62,7 @@ impl Session {
                     if let Err(cause) = flush_responses(to_client, peer).await {
                         return Some(cause);
                     }
-                    linger(&mut responses).await;
+                    linger(responses).await;
                 }
                 return None;
             }
@@ -105,7 +105,7 @@ impl Session {
                 // Some brokers answer acks=0 produce requests anyway; no client waits for that.
                 telemetry::stray_response();
                 tracing::debug!(%peer, correlation_id, "dropping response that matches no waiting request");
-                if let Err(error) = skip_frame(&mut responses, total).await {
+                if let Err(error) = skip_frame(responses, total).await {
                     return Some(broker_frame_error(error, peer));
                 }
                 continue;
@@ -116,7 +116,7 @@ impl Session {
                     telemetry::response_error(entry.api_key, code);
                 }
                 telemetry::bytes(Direction::SidecarToClient, total);
-                match relay_frame(&mut responses, to_client, total, None).await {
+                match relay_frame(responses, to_client, total, None).await {
                     Ok(()) => {}
                     Err(Relay::Idle) => return Some(DisconnectCause::BrokerClosed),
                     Err(Relay::Read(error)) => return Some(broker_frame_error(error, peer)),
@@ -134,7 +134,7 @@ impl Session {
             {
                 return Some(cause);
             }
-            let (frame, held) = match self.hold_whole(&mut responses, total, "response").await {
+            let (frame, held) = match self.hold_whole(responses, total, "response").await {
                 Ok(whole) => whole,
                 Err(error @ FrameError::Io(_)) => return Some(broker_frame_error(error, peer)),
                 Err(error) => return Some(self.held_frame_error(&error)),
