@@ -561,8 +561,9 @@ fn thousand_held_connections_and_a_connection_storm() {
     ensure_fd_limit(8192);
     let tansu = Tansu::start();
     // Room for the held connections and the storm's few concurrent ones; beyond it clients
-    // would wait for a free slot (they are not refused).
-    let sidecar = Sidecar::start(&tansu.addr(), &["--max-client-connections", "1100"]);
+    // would wait for a free slot (they are not refused). Each held client keeps a broker
+    // connection of its own: the connect-rate limit is raised so that a thousand open in seconds.
+    let sidecar = Sidecar::start(&tansu.addr(), &["--max-client-connections", "1100", "--broker-connect-rate", "2000"]);
     assert_eq!(sidecar.wait_for_readyz(200, Duration::from_secs(10)).0, 200);
     let pid = sidecar.pid();
     let (rss_start, fds_start) = (proc_status_kib(pid, "VmRSS"), open_fds(pid));
@@ -733,7 +734,9 @@ fn slowloris_clients_are_cut_off_by_the_idle_timeout() {
     const SLOW: usize = 50;
     const IDLE: Duration = Duration::from_secs(3);
     let tansu = Tansu::start();
-    let sidecar = Sidecar::start(&tansu.addr(), &["--client-idle-timeout", "3s"]);
+    // Each slow client holds a broker connection: the connect-rate limit is raised so that all
+    // fifty connect at once and their idle timers start together.
+    let sidecar = Sidecar::start(&tansu.addr(), &["--client-idle-timeout", "3s", "--broker-connect-rate", "500"]);
     let idle_before = sidecar.metric("kafka_sidecar_disconnects_total", &["cause=\"idle\""]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let steady = steady_client(sidecar.bootstrap(), Duration::from_millis(50), stop.clone());
