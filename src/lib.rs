@@ -11,10 +11,13 @@
 //! - `cluster`: the cluster view (node id → broker address, controller id), followed by listeners.
 //! - `backoff`: the one jittered, doubling backoff of every retry loop.
 //! - `upstream`: connecting to brokers and the socket options of every socket.
+//! - `pool`: warm broker connections per broker, connections given back by clean client ends, and
+//!   the per-broker connect-rate limit; it follows the cluster view.
 //! - `tls`, `sasl`: securing and authenticating the sidecar's broker connections.
 //! - `listener`: the bootstrap listener and one listener per broker node id.
 //! - `session`: one client connection end to end (`requests`, `responses`), answers in request
-//!   order; it gets the connector, the cluster view, the retry and its limits, nothing more.
+//!   order; it gets the connector, the pools, the cluster view, the retry and its limits, nothing
+//!   more.
 //! - `control`: the sidecar's own connections: metadata refresh, and one link per broker.
 //! - `admin_retry`: NOT_CONTROLLER (41) detection, retry against the controller, merging; it
 //!   reaches the cluster only through its own `ControllerLinks` interface.

@@ -28,6 +28,12 @@ struct Idle {
     expires: Instant,
 }
 
+impl Idle {
+    fn usable(&self, now: Instant, addr: &str, tls_generation: u64) -> bool {
+        self.expires > now && self.connected.addr == addr && self.connected.tls_generation == tls_generation
+    }
+}
+
 /// The idle connections to one broker.
 pub(super) struct NodePool {
     pub node_id: i32,
@@ -46,13 +52,14 @@ impl NodePool {
         NodePool { node_id, label, idle: Mutex::default(), taken: Notify::new(), gone: shutdown.child_token() }
     }
 
-    /// The newest live idle connection to `addr`; stale and dead ones met on the way are closed.
-    pub fn take(&self, addr: &str) -> Option<Connected> {
+    /// The newest live idle connection to `addr` opened with TLS material `tls_generation`; stale
+    /// and dead ones met on the way are closed.
+    pub fn take(&self, addr: &str, tls_generation: u64) -> Option<Connected> {
         let now = Instant::now();
         let mut idle = self.idle.lock().expect("pool lock");
         let mut found = None;
         while let Some(mut entry) = idle.pop() {
-            if entry.expires > now && entry.connected.addr == addr && is_alive(&mut entry.connected.stream) {
+            if entry.usable(now, addr, tls_generation) && is_alive(&mut entry.connected.stream) {
                 found = Some(entry.connected);
                 break;
             }
@@ -76,13 +83,13 @@ impl NodePool {
         true
     }
 
-    /// Closes the connections that expired, died or lead to an address the broker no longer has;
-    /// returns how many remain and when the next one expires.
-    fn prune(&self, addr: Option<&str>) -> (usize, Option<Instant>) {
+    /// Closes the connections that expired, died, lead to an address the broker no longer has or
+    /// hold TLS material replaced since; returns how many remain and when the next one expires.
+    fn prune(&self, addr: Option<&str>, tls_generation: u64) -> (usize, Option<Instant>) {
         let now = Instant::now();
         let mut idle = self.idle.lock().expect("pool lock");
         idle.retain_mut(|entry| {
-            entry.expires > now && Some(entry.connected.addr.as_str()) == addr && is_alive(&mut entry.connected.stream)
+            addr.is_some_and(|addr| entry.usable(now, addr, tls_generation)) && is_alive(&mut entry.connected.stream)
         });
         telemetry::pool_idle(&self.label, idle.len());
         (idle.len(), idle.iter().map(|entry| entry.expires).min())
@@ -112,7 +119,7 @@ pub(super) async fn keep_warm(inner: Arc<Inner>, pool: Arc<NodePool>) {
     let mut backoff = Backoff::new(config.refill_backoff, MAX_REFILL_BACKOFF.max(config.refill_backoff));
     loop {
         let addr = inner.cluster.address(pool.node_id);
-        let (live, next_expiry) = pool.prune(addr.as_deref());
+        let (live, next_expiry) = pool.prune(addr.as_deref(), inner.connector.tls_generation());
         let wait = match addr {
             Some(addr) if live < config.size => match inner.rate(&addr).try_take(Instant::now()) {
                 Err(free_at) => free_at,

@@ -145,7 +145,8 @@ impl Pools {
     /// flight; it is closed instead when the pool is full or gone, or the connection is due.
     pub fn give_back(&self, node_id: i32, connected: Connected) {
         let inner = &self.inner;
-        if inner.config.max_idle == 0 || inner.cluster.address(node_id).as_deref() != Some(connected.addr.as_str()) {
+        let moved = inner.cluster.address(node_id).as_deref() != Some(connected.addr.as_str());
+        if inner.config.max_idle == 0 || moved || connected.tls_generation != inner.connector.tls_generation() {
             return;
         }
         let Some(pool) = inner.nodes.lock().expect("pools lock").get(&node_id).cloned() else {
@@ -173,9 +174,10 @@ impl Inner {
                 }
             }
         };
+        let tls_generation = self.connector.tls_generation();
         pools.iter().find_map(|pool| {
             let addr = self.cluster.address(pool.node_id)?;
-            let connected = pool.take(&addr)?;
+            let connected = pool.take(&addr, tls_generation)?;
             Some(Lease { connected, node_id: Some(pool.node_id) })
         })
     }

@@ -6,8 +6,10 @@
 //! its in-flight entry by correlation id, relays it to the client as it arrives or, where the
 //! policy table says so, holds it whole to rewrite addresses or versions or to retry an admin
 //! request answered NOT_CONTROLLER; responses reach the client in request order. On shutdown the
-//! request half stops reading and the response half delivers what is in flight. It never decodes
-//! a Produce or Fetch body and never holds a frame whole that the table lets pass.
+//! request half stops reading and the response half delivers what is in flight. A client that ends
+//! cleanly (between frames, every request answered, nothing of its own SASL) gives its broker
+//! connection back to the pool. It never decodes a Produce or Fetch body and never holds a frame
+//! whole that the table lets pass.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -260,7 +262,8 @@ impl Session {
     ) -> RequestsEnd {
         let _open = UpstreamConnection::open(&telemetry::node_label(self.node_id));
         let max_frame = self.ctx.limits.max_frame_bytes;
-        let Lease { connected: Connected { stream, addr, reauthenticate_at }, node_id: pool_node } = upstream;
+        let Lease { connected: Connected { stream, addr, reauthenticate_at, tls_generation }, node_id: pool_node } =
+            upstream;
         let (upstream_read, upstream_write) = tokio::io::split(stream);
         let to_broker = FrameWriter::new(upstream_write);
         let mut responses = FrameReader::new(upstream_read, FrameCodec::responses(max_frame));
@@ -286,7 +289,8 @@ impl Session {
                 let open = (responses.into_inner(), to_broker.and_then(FrameWriter::into_inner));
                 if let (Some(node_id), (Some(read), Some(write))) = (pool_node, open) {
                     let stream = read.unsplit(write);
-                    self.ctx.pools.give_back(node_id, Connected { stream, addr, reauthenticate_at });
+                    let connected = Connected { stream, addr, reauthenticate_at, tls_generation };
+                    self.ctx.pools.give_back(node_id, connected);
                 }
                 end
             }
