@@ -167,3 +167,29 @@ async fn a_broker_that_leaves_loses_its_pool() {
     let _ = pools.acquire(Some(1)).await.unwrap();
     until("a new one again", || broker.accepted() == 4).await;
 }
+
+#[tokio::test]
+async fn idle_connections_are_replaced_after_their_lifetime() {
+    let broker = Broker::start().await;
+    let (_pools, _cluster) =
+        pools(&broker, PoolConfig { idle_lifetime: Duration::from_millis(100), ..config(2, 4, 100) });
+    until("the pool to fill", || broker.accepted() == 2).await;
+    until("both replaced", || broker.accepted() >= 4).await;
+}
+
+#[tokio::test]
+async fn a_connection_whose_sasl_session_is_nearly_due_is_not_taken_back() {
+    let broker = Broker::start().await;
+    let (pools, _cluster) = pools(&broker, config(0, 4, 100));
+    let mut lease = pools.acquire(Some(1)).await.unwrap();
+    until("one connect", || broker.accepted() == 1).await;
+    lease.connected.reauthenticate_at = Some(Instant::now() + Duration::from_secs(2));
+    pools.give_back(1, lease.connected);
+    let mut lease = pools.acquire(Some(1)).await.unwrap();
+    until("a new connection", || broker.accepted() == 2).await;
+    lease.connected.reauthenticate_at = Some(Instant::now() + Duration::from_secs(60));
+    pools.give_back(1, lease.connected);
+    let _ = pools.acquire(Some(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(broker.accepted(), 2, "a session due in a minute is taken back");
+}
