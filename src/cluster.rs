@@ -4,8 +4,8 @@
 //!
 //! Every Metadata, FindCoordinator and DescribeCluster answer that passes through, and the control
 //! connection's own refreshes, are taught here with [`ClusterView::learn`], which tells every
-//! [`Follower`] (the listeners) of the brokers right away, before the answer goes on to the
-//! client. It never does I/O: a refresh is asked for with [`ClusterView::request_refresh`] and
+//! [`Follower`] (the listeners, the pools) of the brokers right away, before the answer goes on to
+//! the client, and of those a Metadata answer no longer lists. It never does I/O: a refresh is asked for with [`ClusterView::request_refresh`] and
 //! performed by `control`.
 
 use std::collections::HashMap;
@@ -32,6 +32,10 @@ pub trait Follower: Send + Sync {
     /// Told of the brokers of every answer as it is learned, before the answer reaches the
     /// client, so a client given a broker's address finds it served. Must not block.
     fn brokers_learned(&self, node_ids: &[i32]);
+
+    /// Told of the brokers a Metadata answer no longer lists, which the one before did: they
+    /// left the cluster (or are down). Must not block.
+    fn brokers_left(&self, _node_ids: &[i32]) {}
 }
 
 pub struct ClusterView {
@@ -52,6 +56,8 @@ impl std::fmt::Debug for ClusterView {
 struct State {
     brokers: HashMap<i32, String>,
     controller_id: Option<i32>,
+    /// The brokers the last Metadata answer listed.
+    listed: Vec<i32>,
     metadata_seen: bool,
     /// Whether the last metadata refresh of the control connection reached the cluster.
     reachable: bool,
@@ -70,9 +76,25 @@ impl ClusterView {
             return;
         }
         let node_ids: Vec<i32> = learned.brokers.iter().map(|broker| broker.node_id).collect();
+        let left = if learned.metadata { self.listed(&node_ids) } else { Vec::new() };
         for follower in self.followers.read().expect("followers lock").iter() {
             follower.brokers_learned(&node_ids);
+            if !left.is_empty() {
+                follower.brokers_left(&left);
+            }
         }
+    }
+
+    /// Records the brokers of a Metadata answer (it lists every live broker) and returns those
+    /// the previous one listed that this one does not.
+    fn listed(&self, node_ids: &[i32]) -> Vec<i32> {
+        let mut state = self.state.write().expect("cluster lock");
+        let previous = std::mem::replace(&mut state.listed, node_ids.to_vec());
+        let left: Vec<i32> = previous.into_iter().filter(|id| !node_ids.contains(id)).collect();
+        for node_id in &left {
+            tracing::info!(node_id, "broker no longer listed by the cluster");
+        }
+        left
     }
 
     fn record(&self, learned: &Learned) {
@@ -123,6 +145,12 @@ impl ClusterView {
     /// The upstream host:port of broker `node_id`, if known.
     pub fn address(&self, node_id: i32) -> Option<String> {
         self.state.read().expect("cluster lock").brokers.get(&node_id).cloned()
+    }
+
+    /// The node id of the broker at `address` (host:port), if known.
+    pub fn node_at(&self, address: &str) -> Option<i32> {
+        let state = self.state.read().expect("cluster lock");
+        state.brokers.iter().find(|(_, known)| known.as_str() == address).map(|(id, _)| *id)
     }
 
     /// Every known broker's node id.
@@ -207,6 +235,31 @@ mod tests {
         cluster.learn(&brokers(&[(1, "b-1-moved"), (2, "b-2")], Some(1)));
         cluster.learn(&brokers(&[], Some(2)));
         assert_eq!(*recorder.0.lock().unwrap(), [vec![1], vec![1, 2]]);
+    }
+
+    #[derive(Default)]
+    struct Departures(std::sync::Mutex<Vec<i32>>);
+
+    impl Follower for Departures {
+        fn brokers_learned(&self, _node_ids: &[i32]) {}
+        fn brokers_left(&self, node_ids: &[i32]) {
+            self.0.lock().unwrap().extend_from_slice(node_ids);
+        }
+    }
+
+    #[test]
+    fn followers_hear_of_brokers_a_metadata_answer_no_longer_lists() {
+        let cluster = ClusterView::new(Vec::new());
+        let departures = Arc::new(Departures::default());
+        cluster.subscribe(departures.clone());
+        let metadata = |ids: &[(i32, &str)]| Learned { metadata: true, ..brokers(ids, None) };
+        cluster.learn(&metadata(&[(1, "b-1"), (2, "b-2"), (3, "b-3")]));
+        cluster.learn(&brokers(&[(1, "b-1")], None)); // FindCoordinator: lists one broker only
+        assert!(departures.0.lock().unwrap().is_empty());
+        cluster.learn(&metadata(&[(1, "b-1"), (3, "b-3")]));
+        assert_eq!(*departures.0.lock().unwrap(), [2]);
+        assert_eq!(cluster.address(2).as_deref(), Some("b-2:9092"), "its address is kept");
+        assert_eq!(cluster.node_at("b-3:9092"), Some(3));
     }
 
     #[test]

@@ -97,6 +97,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(())
     }
 
+    /// The connection, when it stands between frames with nothing read ahead; `None` otherwise.
+    pub fn into_inner(self) -> Option<R> {
+        (self.buf.is_empty() && self.frame_left == 0).then_some(self.io)
+    }
+
     /// Whether a whole next frame is already buffered, so reading it will not wait.
     pub fn holds_whole_frame(&self) -> bool {
         self.frame_left == 0 && holds_whole_frame(&self.buf)

@@ -62,6 +62,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.io.flush().await
     }
 
+    /// The connection, once nothing is queued; `None` while something is.
+    pub fn into_inner(self) -> Option<W> {
+        self.queue.is_empty().then_some(self.io)
+    }
+
     /// Writes every queued frame and shuts the connection's write side down.
     pub async fn close(&mut self) -> io::Result<()> {
         self.flush().await?;

@@ -11,12 +11,15 @@
 //! - `cluster`: the cluster view (node id → broker address, controller id), followed by listeners.
 //! - `backoff`: the one jittered, doubling backoff of every retry loop.
 //! - `upstream`: connecting to brokers and the socket options of every socket.
+//! - `pool`: warm broker connections per broker, connections given back by clean client ends, and
+//!   the per-broker connect-rate limit; it follows the cluster view.
 //! - `tls`, `sasl`: securing and authenticating the sidecar's broker connections.
 //! - `client_auth`: who may use the listeners: the start-up guard, mutual-TLS refusals and SASL
 //!   checked against a credentials file (and the `hash-password` subcommand).
 //! - `listener`: the bootstrap listener and one listener per broker node id.
 //! - `session`: one client connection end to end (`requests`, `responses`), answers in request
-//!   order; it gets the connector, the cluster view, the retry and its limits, nothing more.
+//!   order; it gets the connector, the pools, the cluster view, the retry and its limits, nothing
+//!   more.
 //! - `control`: the sidecar's own connections: metadata refresh, and one link per broker.
 //! - `admin_retry`: NOT_CONTROLLER (41) detection, retry against the controller, merging; it
 //!   reaches the cluster only through its own `ControllerLinks` interface.
@@ -45,6 +48,7 @@ pub mod frame_writer;
 pub mod inject;
 pub mod listener;
 pub mod policy;
+pub mod pool;
 pub mod rewrite;
 pub mod sasl;
 pub mod server;

@@ -24,6 +24,7 @@ use crate::cluster::ClusterView;
 use crate::config::Config;
 use crate::control::{self, Links};
 use crate::listener::{self, Accept, BrokerListeners};
+use crate::pool::Pools;
 use crate::session::{self, Limits, Target};
 use crate::tls::{BrokerTls, ListenerTls, TlsError};
 use crate::upstream::Connector;
@@ -56,8 +57,11 @@ pub async fn run(
     let cluster = Arc::new(ClusterView::new(config.bootstrap_servers.clone()));
     let links = Arc::new(Links::new(connector.clone(), cluster.clone(), config.max_frame_bytes));
     let stop_accepting = CancellationToken::new();
+    let pools = Pools::new(connector.clone(), cluster.clone(), config.pool, stop_accepting.clone());
+    cluster.subscribe(Arc::new(pools.clone()));
     let sessions = Arc::new(session::Shared {
         connector,
+        pools,
         cluster: cluster.clone(),
         retry: AdminRetry::new(config.admin_retry, links.clone()),
         listener_tls,

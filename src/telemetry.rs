@@ -34,6 +34,11 @@ pub const NOT_CONTROLLER_RETRIES: &str = "kafka_sidecar_not_controller_retries_t
 pub const CONTROLLER_ID: &str = "kafka_sidecar_controller_id";
 pub const CONTROLLER_CHANGES: &str = "kafka_sidecar_controller_changes_total";
 pub const BROKER_LISTENERS: &str = "kafka_sidecar_broker_listeners";
+pub const ADMIN_ROUTED: &str = "kafka_sidecar_admin_routed_total";
+pub const POOL_IDLE: &str = "kafka_sidecar_pool_idle_connections";
+pub const POOL_CHECKOUTS: &str = "kafka_sidecar_pool_checkouts_total";
+pub const POOL_REUSED: &str = "kafka_sidecar_pool_reused_total";
+pub const CONNECT_RATE_WAITS: &str = "kafka_sidecar_connect_rate_waits_total";
 pub const BUILD_INFO: &str = "kafka_sidecar_build_info";
 pub const CLIENT_AUTH_REFUSALS: &str = "kafka_sidecar_client_auth_refusals_total";
 pub const INSECURE_REMOTE_CLIENTS: &str = "kafka_sidecar_insecure_remote_clients";
@@ -211,6 +216,7 @@ fn register_closed_sets() {
         for outcome in RetryOutcome::ALL {
             counter!(NOT_CONTROLLER_RETRIES, "api" => api_name(api_key), "outcome" => outcome.as_str()).absolute(0);
         }
+        counter!(ADMIN_ROUTED, "api" => api_name(api_key)).absolute(0);
     }
     counter!(CONTROLLER_CHANGES).absolute(0);
     gauge!(BROKER_LISTENERS).increment(0.0);
@@ -246,6 +252,17 @@ fn describe_all() {
     describe_counter!(
         NOT_CONTROLLER_RETRIES,
         "Admin requests answered NOT_CONTROLLER and retried, by api and outcome (recovered, exhausted, lost)."
+    );
+    describe_counter!(ADMIN_ROUTED, "Controller-bound admin requests sent straight to the known controller, by api.");
+    describe_gauge!(POOL_IDLE, "Ready broker connections waiting in the pool, by node.");
+    describe_counter!(POOL_CHECKOUTS, "Broker connections sessions took, by node and result (hit: pooled, miss: new).");
+    describe_counter!(
+        POOL_REUSED,
+        "Broker connections given back to the pool by a client that ended cleanly, by node."
+    );
+    describe_counter!(
+        CONNECT_RATE_WAITS,
+        "Broker connects that waited for the per-broker connect-rate limit, by node."
     );
     describe_gauge!(CONTROLLER_ID, "Node id of the controller as last reported by the cluster.");
     describe_counter!(CONTROLLER_CHANGES, "Times the reported controller changed.");
@@ -394,6 +411,37 @@ pub fn metadata_refresh(result: RefreshResult) {
 
 pub fn not_controller_retry(api: &'static str, outcome: RetryOutcome) {
     counter!(NOT_CONTROLLER_RETRIES, "api" => api, "outcome" => outcome.as_str()).increment(1);
+}
+
+/// Registers at 0 the pool series of one node label, when its pool is made.
+pub fn pool_registered(node: &str) {
+    gauge!(POOL_IDLE, "node" => node.to_owned()).increment(0.0);
+    for result in ["hit", "miss"] {
+        counter!(POOL_CHECKOUTS, "node" => node.to_owned(), "result" => result).increment(0);
+    }
+    counter!(POOL_REUSED, "node" => node.to_owned()).increment(0);
+    counter!(CONNECT_RATE_WAITS, "node" => node.to_owned()).increment(0);
+}
+
+pub fn pool_idle(node: &str, count: usize) {
+    gauge!(POOL_IDLE, "node" => node.to_owned()).set(count as f64);
+}
+
+pub fn pool_checkout(node: &str, hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    counter!(POOL_CHECKOUTS, "node" => node.to_owned(), "result" => result).increment(1);
+}
+
+pub fn pool_reused(node: &str) {
+    counter!(POOL_REUSED, "node" => node.to_owned()).increment(1);
+}
+
+pub fn connect_rate_wait(node: &str) {
+    counter!(CONNECT_RATE_WAITS, "node" => node.to_owned()).increment(1);
+}
+
+pub fn admin_routed(api: &'static str) {
+    counter!(ADMIN_ROUTED, "api" => api).increment(1);
 }
 
 pub fn controller_changed(controller_id: i32) {

@@ -60,7 +60,8 @@ type Stamp = Vec<Option<(SystemTime, u64)>>;
 struct Reloadable<C> {
     files: Vec<PathBuf>,
     load: Box<dyn Fn() -> Result<C, TlsError> + Send + Sync>,
-    current: Mutex<(Arc<C>, Stamp)>,
+    /// The material, the files' stamp it was loaded from, and how many times it was reloaded.
+    current: Mutex<(Arc<C>, Stamp, u64)>,
 }
 
 impl<C> std::fmt::Debug for Reloadable<C> {
@@ -74,7 +75,7 @@ impl<C> Reloadable<C> {
         files: Vec<PathBuf>,
         load: impl Fn() -> Result<C, TlsError> + Send + Sync + 'static,
     ) -> Result<Self, TlsError> {
-        let current = Mutex::new((Arc::new(load()?), stamp(&files)));
+        let current = Mutex::new((Arc::new(load()?), stamp(&files), 0));
         Ok(Reloadable { files, load: Box::new(load), current })
     }
 
@@ -86,7 +87,7 @@ impl<C> Reloadable<C> {
             match (self.load)() {
                 Ok(config) => {
                     tracing::info!(files = ?self.files, "TLS files changed on disk; new connections use them");
-                    *current = (Arc::new(config), now);
+                    *current = (Arc::new(config), now, current.2 + 1);
                 }
                 Err(error) => {
                     // Keep the working material; a half-written secret is retried next time.
@@ -95,6 +96,12 @@ impl<C> Reloadable<C> {
             }
         }
         current.0.clone()
+    }
+
+    /// How many times the material was reloaded, after reloading it if any file changed.
+    fn generation(&self) -> u64 {
+        drop(self.get());
+        self.current.lock().expect("tls lock").2
     }
 }
 
@@ -110,6 +117,11 @@ impl BrokerTls {
         let files = [&settings.ca_file, &settings.client_cert_file, &settings.client_key_file];
         let files = files.into_iter().flatten().cloned().collect();
         Ok(BrokerTls { config: Reloadable::new(files, move || client_config(&settings))? })
+    }
+
+    /// Changes whenever the files are reloaded: connections opened before hold the old material.
+    pub fn generation(&self) -> u64 {
+        self.config.generation()
     }
 
     /// Runs the TLS handshake on `tcp`, verifying the certificate against `host`.

@@ -113,6 +113,8 @@ pub struct Connected {
     /// When the connection must be authenticated again (KIP-368), if the broker limits its
     /// session: shortly before the broker's deadline.
     pub reauthenticate_at: Option<Instant>,
+    /// The TLS material it was opened with ([`Connector::tls_generation`]).
+    pub tls_generation: u64,
 }
 
 /// Re-authenticate when this share of the broker's session lifetime has passed.
@@ -158,8 +160,15 @@ impl Connector {
         }
     }
 
+    /// The TLS material new connections are opened with: it changes when the files change on
+    /// disk (0 without TLS).
+    pub fn tls_generation(&self) -> u64 {
+        self.tls.as_ref().map_or(0, BrokerTls::generation)
+    }
+
     /// One connection to `addr`, secured and authenticated as configured.
     pub async fn connect(&self, addr: &str) -> Result<Connected, ConnectError> {
+        let tls_generation = self.tls_generation();
         let tcp = connect(addr, &self.config, &self.sockets).await?;
         let mut stream = match &self.tls {
             None => stream::plain(tcp),
@@ -186,7 +195,7 @@ impl Connector {
                 reauthenticate_at = Some(Instant::now() + lifetime.mul_f64(REAUTHENTICATE_AT));
             }
         }
-        Ok(Connected { stream, addr: addr.to_owned(), reauthenticate_at })
+        Ok(Connected { stream, addr: addr.to_owned(), reauthenticate_at, tls_generation })
     }
 
     /// Tries every address in order, for up to `connect_attempts` rounds with doubling, jittered

@@ -237,3 +237,63 @@ fn stale_controller_reports_are_outlasted() {
     let response: CreateTopicsResponse = client.request(ApiKey::CreateTopics, 4, &create_topics_v4(&["late"], 10_000));
     assert_eq!(codes(&response), [("late".to_string(), 0)]);
 }
+
+/// `frame` (a v0 CreateTopics or DeleteTopics request, whose last field is `timeout_ms`) with
+/// `timeout_ms` instead.
+fn with_timeout(mut frame: Vec<u8>, timeout_ms: i32) -> Vec<u8> {
+    let at = frame.len() - 4;
+    frame[at..].copy_from_slice(&timeout_ms.to_be_bytes());
+    frame
+}
+
+#[test]
+fn admin_requests_go_straight_to_a_steady_controller() {
+    // The controller stays on node 1 (the fixture's first); requests arrive on node 2's port.
+    let tansu = Tansu::start();
+    let zk = ZkCluster::start(&tansu.addr(), ZkOptions::default());
+    let sidecar = Sidecar::start(&zk.bootstrap(), &[]);
+    assert!(wait_for_port(&sidecar.broker_addr(2), Duration::from_secs(10)), "broker 2 listener");
+    let mut client = RawClient::connect(&sidecar.broker_addr(2));
+    for i in 0..30 {
+        client.send_bytes(&create_topics_v0(i, &format!("steady-{i}"))).unwrap();
+        assert_eq!(read_topic_errors_v0(&client.recv().unwrap()).1, [(format!("steady-{i}"), 0)]);
+    }
+    eprintln!(
+        "30 CreateTopics v0 on node 2's port: {} NOT_CONTROLLER answers from the brokers",
+        zk.not_controller_answers()
+    );
+    assert_eq!(zk.not_controller_answers(), 0, "no detour through a broker that is not the controller");
+    let routed = sidecar.metric("kafka_sidecar_admin_routed_total", &["api=\"CreateTopics\""]);
+    assert_eq!(routed, 30.0, "every request went straight to the controller");
+}
+
+#[test]
+fn a_controller_moving_every_50ms_and_reported_late_is_found_within_short_timeouts() {
+    let s = setup(ZkOptions { stale_for: Duration::from_millis(200), ..ZkOptions::default() });
+    let _flapping = s.zk.flap(Duration::from_millis(50));
+    let run = |addr: &str, count: usize, prefix: &str| {
+        let mut client = RawClient::connect(addr);
+        let (mut not_controller, mut slowest) = (0, Duration::ZERO);
+        for i in 0..count {
+            let name = format!("{prefix}-{i}");
+            for request in [create_topics_v0(i as i32, &name), delete_topics_v0(i as i32, &name)] {
+                let started = Instant::now();
+                client.send_bytes(&with_timeout(request, 2000)).unwrap();
+                let (_, topics) = read_topic_errors_v0(&client.recv().unwrap());
+                slowest = slowest.max(started.elapsed());
+                assert!(topics[0].1 == 0 || topics[0].1 == 41, "{topics:?}");
+                not_controller += usize::from(topics[0].1 == 41);
+            }
+        }
+        (not_controller, slowest)
+    };
+    let (direct, _) = run(&s.zk.broker_addr(1), 25, "direct");
+    let (through, slowest) = run(&s.sidecar.broker_addr(1), 100, "through");
+    eprintln!(
+        "controller moving every 50 ms, reported 200 ms late, timeout_ms 2000: direct {direct}/50 answered 41; \
+         through the sidecar {through}/200 (slowest call {slowest:?})"
+    );
+    assert!(direct > 0, "without the sidecar these calls hit 41");
+    assert_eq!(through, 0, "through the sidecar no call ends with 41");
+    assert_eq!(not_controller_retries(&s.sidecar, "exhausted"), 0.0);
+}

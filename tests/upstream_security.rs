@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
 use kafka_sidecar_test_support::{self as support, raw, security};
-use security::{AwsCredentials, Mechanism, SaslBroker, ServerCert, TlsBroker, TlsOptions, User};
+use security::{AwsCredentials, Mechanism, SaslBroker, SaslConfig, ServerCert, TlsBroker, TlsOptions, User};
 use support::{Sidecar, expect_success, kcat, temp_path};
 
 use raw::RawClient;
@@ -259,4 +259,41 @@ fn tls_on_the_listeners_serves_tls_clients() {
     // A plaintext client cannot talk to a TLS listener.
     let plain = kcat(&["-b", &bootstrap, "-L", "-m", "3"]);
     assert!(!plain.status.success());
+}
+
+/// One dial-per-call exchange through `addr` (connect, ApiVersions, Metadata, close): its time.
+fn dial_per_call(addr: &str) -> Duration {
+    let started = Instant::now();
+    let mut client = RawClient::connect(addr);
+    let _ = client.request::<kafka_protocol::messages::ApiVersionsResponse>(
+        ApiKey::ApiVersions,
+        0,
+        &kafka_protocol::messages::ApiVersionsRequest::default(),
+    );
+    let _: MetadataResponse =
+        client.request(ApiKey::Metadata, 1, &MetadataRequest::default().with_topics(Some(vec![])));
+    started.elapsed()
+}
+
+#[test]
+fn dial_per_call_over_tls_and_scram_is_served_from_the_pool() {
+    let config = SaslConfig::new(&[Mechanism::ScramSha512], &[User::new("orders", "pw")]).tls(TlsOptions::default());
+    let broker = SaslBroker::start_with(config);
+    let args = ["--tls", "--tls-ca-file", path(broker.ca_path()), "--sasl-mechanism", "SCRAM-SHA-512"];
+    let start = |extra: &[&str]| {
+        let all: Vec<&str> = args.iter().chain(&["--sasl-username", "orders"]).chain(extra).copied().collect();
+        Sidecar::builder(&broker.addr()).args(&all).env("KAFKA_SIDECAR_SASL_PASSWORD", "pw").start()
+    };
+    let (pooled, unpooled) = (start(&[]), start(&["--pool-size", "0", "--pool-max-idle", "0"]));
+    let p50 = |sidecar: &Sidecar| {
+        (0..5).for_each(|_| {
+            dial_per_call(&sidecar.bootstrap());
+        });
+        let mut samples: Vec<Duration> = (0..50).map(|_| dial_per_call(&sidecar.bootstrap())).collect();
+        samples.sort_unstable();
+        samples[samples.len() / 2]
+    };
+    let (with_pool, without_pool) = (p50(&pooled), p50(&unpooled));
+    eprintln!("TLS + SCRAM-SHA-512 dial-per-call p50: {with_pool:?} with the pool, {without_pool:?} without");
+    assert!(with_pool < without_pool, "the pool spares the TLS and SCRAM handshakes");
 }

@@ -1,13 +1,15 @@
 //! Transparent retry of controller-bound admin requests answered with NOT_CONTROLLER (41).
 //!
 //! A ZooKeeper-mode broker that is not the controller answers these requests with 41 before any
-//! validation. When a response carries 41 (per topic, partition or user, or at the top level,
-//! as each API reports it), the sidecar asks a broker other than the one that answered for the
-//! controller, re-sends only the failed entries to it over its own connection, merges the answers
-//! into the client's response in the original order, and repeats with backoff and jitter until
-//! no entry says 41 or the request's own timeout (capped by configuration) runs out; then the
-//! client gets the last real answer. Only explicit 41 answers are retried; a request that may have
-//! reached a broker whose connection then failed is never re-sent.
+//! validation. Sessions send these requests straight to the controller the sidecar knows
+//! ([`AdminRetry::route_target`], [`AdminRetry::send_to_controller`]). When a response carries 41
+//! anyway (per topic, partition or user, or at the top level, as each API reports it), the failed
+//! entries are re-sent over the sidecar's own connections to every broker not yet heard saying
+//! 41, the known controller first, the answers merged into the client's response in the original
+//! order; only once every broker has said 41 does it back off (from a few milliseconds, with
+//! jitter), ask who the controller is and go round again, until no entry says 41 or the request's
+//! own timeout (capped by configuration) runs out; then the client gets the last real answer. Only
+//! explicit 41 answers are retried; a request that may have been applied is never re-sent.
 
 pub mod layout;
 pub mod plan;
@@ -44,6 +46,10 @@ pub type LinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LinkError>> +
 pub trait ControllerLinks: Send + Sync {
     /// Every known broker's node id.
     fn node_ids(&self) -> Vec<i32>;
+    /// The controller as the sidecar knows it now, without asking anyone.
+    fn known_controller(&self) -> Option<i32> {
+        None
+    }
     /// Which broker `node_id` reports as the controller (`None`: it reports none).
     fn controller_as_seen_by(&self, node_id: i32) -> LinkFuture<'_, Option<i32>>;
     /// Sends a client's request frame to broker `node_id` and returns its answer, with the
@@ -95,6 +101,37 @@ impl AdminRetry {
         AdminRetry { policy, links }
     }
 
+    /// The broker a controller-bound request arriving for broker `via` (`None`: the bootstrap
+    /// listener) goes to instead: the known controller, unless that is `via` itself or unknown.
+    pub fn route_target(&self, via: Option<i32>) -> Option<i32> {
+        self.links.known_controller().filter(|controller| via != Some(*controller))
+    }
+
+    /// Sends `request` straight to broker `controller` over the sidecar's own connection.
+    /// `Ok(None)`: it could not be sent (no connection), so the caller sends it its own way;
+    /// `Ok(Some(answer))`: the broker's answer, to be given to [`AdminRetry::recover`]; an error
+    /// when the request may have been applied but its answer was lost.
+    pub async fn send_to_controller(
+        &self,
+        request: &AdminRequest,
+        controller: i32,
+    ) -> Result<Option<Bytes>, RetryError> {
+        let api = crate::wire::api_name(request.api_key as i16);
+        let sent = tokio::time::timeout(self.policy.budget, self.links.forward(controller, &request.frame)).await;
+        match sent {
+            Ok(Ok(answer)) => {
+                telemetry::admin_routed(api);
+                Ok(Some(answer))
+            }
+            Ok(Err(error)) if !error.maybe_applied => {
+                tracing::debug!(api, controller, %error, "cannot reach the controller; sending the usual way");
+                Ok(None)
+            }
+            Ok(Err(error)) => Err(RetryError::AnswerLost { api, reason: error.to_string() }),
+            Err(_) => Err(RetryError::AnswerLost { api, reason: "no answer from the controller in time".into() }),
+        }
+    }
+
     /// Returns the response the client should see: `response` itself unless it carries
     /// NOT_CONTROLLER, else the result of retrying against the controller. `answered_by` is the
     /// node id of the broker that answered, when known.
@@ -140,31 +177,32 @@ impl Retry<'_> {
         let policy = self.retry.policy;
         let deadline = self.request.received + self.budget(&policy);
         let mut backoff = Backoff::new(policy.initial_backoff, policy.max_backoff);
-        // Brokers that answered 41 in this recovery: while metadata still names one of them (a
-        // stale view), the request goes to a broker that has not said 41 yet. A ZooKeeper-mode
-        // broker answers 41 before doing anything, so trying one is harmless.
+        // Brokers that answered 41 in this round. A ZooKeeper-mode broker answers 41 before doing
+        // anything, so trying one is harmless: every other broker is tried before backing off.
         let mut said_not_controller: Vec<i32> = self.answered_by.into_iter().collect();
+        let mut reported = self.retry.links.known_controller();
         let mut attempts = 0u32;
         loop {
-            if attempts > 0 {
+            let Some(target) = self.next_target(reported, &said_not_controller) else {
+                // Every broker said 41: the controller is moving or there is none. Back off, then
+                // ask who it is and go round again.
                 let left = deadline.saturating_duration_since(Instant::now());
                 tokio::time::sleep(backoff.next_delay().min(left)).await;
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!(api, attempts, "NOT_CONTROLLER retries exhausted; returning the last answer");
-                telemetry::not_controller_retry(api, RetryOutcome::Exhausted);
-                return Ok((current, current_layout));
-            }
-            attempts += 1;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let asked = tokio::time::timeout(left, self.find_controller(said_not_controller.last().copied())).await;
-            let Ok(Some(reported)) = asked else {
+                if Instant::now() >= deadline {
+                    return Ok(self.exhausted(api, attempts, current, current_layout));
+                }
+                said_not_controller.clear();
+                let left = deadline.saturating_duration_since(Instant::now());
+                let last = self.answered_by;
+                if let Ok(found) = tokio::time::timeout(left, self.find_controller(last)).await {
+                    reported = found.or(reported);
+                }
                 continue;
             };
-            let controller = self.pick_target(reported, &mut said_not_controller);
             if Instant::now() >= deadline {
-                continue;
+                return Ok(self.exhausted(api, attempts, current, current_layout));
             }
+            attempts += 1;
             let retry_request = match self.granularity {
                 Granularity::TopLevel => self.request.frame.clone(),
                 Granularity::PerEntry => {
@@ -173,7 +211,7 @@ impl Retry<'_> {
                 }
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let answer = tokio::time::timeout(remaining, self.retry.links.forward(controller, &retry_request));
+            let answer = tokio::time::timeout(remaining, self.retry.links.forward(target, &retry_request));
             let answer = match answer.await {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(error)) if error.maybe_applied => {
@@ -181,7 +219,9 @@ impl Retry<'_> {
                     return Err(RetryError::AnswerLost { api, reason: error.to_string() });
                 }
                 Ok(Err(error)) => {
-                    tracing::debug!(api, controller, %error, "cannot reach the controller");
+                    // Unreachable this round: counted with the brokers that said 41.
+                    tracing::debug!(api, target, %error, "cannot reach a broker for the retry");
+                    said_not_controller.push(target);
                     continue;
                 }
                 Err(_) => {
@@ -199,13 +239,25 @@ impl Retry<'_> {
                     (merged, merged_layout)
                 }
             };
-            said_not_controller.push(controller);
             if !plan::has_not_controller(&current_layout) {
-                tracing::debug!(api, attempts, controller, "NOT_CONTROLLER recovered");
+                tracing::debug!(api, attempts, target, "NOT_CONTROLLER recovered");
                 telemetry::not_controller_retry(api, RetryOutcome::Recovered);
                 return Ok((current, current_layout));
             }
+            said_not_controller.push(target);
         }
+    }
+
+    fn exhausted(
+        &self,
+        api: &'static str,
+        attempts: u32,
+        current: Bytes,
+        layout: ResponseLayout,
+    ) -> (Bytes, ResponseLayout) {
+        tracing::warn!(api, attempts, "NOT_CONTROLLER retries exhausted; returning the last answer");
+        telemetry::not_controller_retry(api, RetryOutcome::Exhausted);
+        (current, layout)
     }
 
     /// The request's own timeout, capped by the configured budget.
@@ -216,19 +268,15 @@ impl Retry<'_> {
         }
     }
 
-    /// The reported controller, unless it already answered 41 in this recovery: then a broker
-    /// that has not. Once every broker has said 41 the controller has moved on: start afresh.
-    fn pick_target(&self, reported: i32, said_not_controller: &mut Vec<i32>) -> i32 {
-        if !said_not_controller.contains(&reported) {
-            return reported;
+    /// The next broker to try: the reported controller, unless it said 41 this round, else the
+    /// lowest known node id that has not; `None` once every broker has.
+    fn next_target(&self, reported: Option<i32>, said_not_controller: &[i32]) -> Option<i32> {
+        if let Some(reported) = reported.filter(|id| !said_not_controller.contains(id)) {
+            return Some(reported);
         }
         let mut untried = self.retry.links.node_ids();
         untried.retain(|id| !said_not_controller.contains(id));
-        untried.sort_unstable();
-        untried.first().copied().unwrap_or_else(|| {
-            said_not_controller.clear();
-            reported
-        })
+        untried.into_iter().min()
     }
 
     /// Asks brokers other than `not_from` (the last one that answered 41, whose view of the

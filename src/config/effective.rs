@@ -71,6 +71,11 @@ impl Config {
         out.duration("admin-retry-backoff", self.admin_retry.initial_backoff);
         out.duration("admin-retry-backoff-max", self.admin_retry.max_backoff);
         out.duration("admin-retry-budget", self.admin_retry.budget);
+        out.number("pool-size", self.pool.size);
+        out.number("pool-max-idle", self.pool.max_idle);
+        out.duration("pool-idle-lifetime", self.pool.idle_lifetime);
+        out.duration("pool-refill-backoff", self.pool.refill_backoff);
+        out.line("broker-connect-rate", i64::from(self.pool.connect_rate));
         out.number("worker-threads", self.worker_threads);
         let log_format = self.log_format.to_possible_value().expect("every log format has a name");
         out.line("log-format", log_format.get_name());

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admin_retry::RetryPolicy;
 use crate::client_auth::{self, ClientAuthSettings};
+use crate::pool::PoolConfig;
 use crate::rewrite::Advertised;
 use crate::sasl::{Mechanism, SaslConfig, Secret};
 use crate::tls::{ListenerTlsSettings, TlsSettings};
@@ -213,8 +214,8 @@ pub struct Settings {
     #[arg(long)]
     pub aws_region: Option<String>,
 
-    /// First pause before re-sending an admin request answered NOT_CONTROLLER; it doubles, with
-    /// jitter [default: 100ms].
+    /// First pause once every broker has answered an admin request NOT_CONTROLLER; it doubles,
+    /// with jitter [default: 5ms].
     #[arg(long)]
     pub admin_retry_backoff: Option<String>,
 
@@ -226,6 +227,31 @@ pub struct Settings {
     /// [default: 30s].
     #[arg(long)]
     pub admin_retry_budget: Option<String>,
+
+    /// Ready broker connections (TLS and SASL done) kept per broker for new client connections;
+    /// 0 opens none ahead of need [default: 2].
+    #[arg(long)]
+    pub pool_size: Option<String>,
+
+    /// Most idle broker connections kept per broker, those given back by clients that ended
+    /// cleanly included; 0 never takes one back [default: 8].
+    #[arg(long)]
+    pub pool_max_idle: Option<String>,
+
+    /// How long an idle pooled connection is kept before it is replaced; keep it below the
+    /// brokers' connections.max.idle.ms (10m by default) [default: 5m].
+    #[arg(long)]
+    pub pool_idle_lifetime: Option<String>,
+
+    /// First pause before refilling a pool after a failed connect; it doubles up to 30s
+    /// [default: 500ms].
+    #[arg(long)]
+    pub pool_refill_backoff: Option<String>,
+
+    /// Most new connections per second to each broker, from sessions and pool refills together;
+    /// clients beyond it wait for a pooled connection or a turn [default: 20].
+    #[arg(long)]
+    pub broker_connect_rate: Option<String>,
 
     /// Threads that serve connections. One keeps latency lowest and is all a sidecar next to one
     /// application needs; raise it for more than about 1 GB/s [default: 1].
@@ -304,6 +330,8 @@ pub struct Config {
     /// Time between the signal and the start of draining, spent serving while not ready.
     pub shutdown_delay: Duration,
     pub admin_retry: RetryPolicy,
+    /// Warm broker connections and the per-broker connect-rate limit.
+    pub pool: PoolConfig,
     /// TLS towards brokers, when enabled.
     pub tls: Option<TlsSettings>,
     /// SASL towards brokers, when enabled.
@@ -517,12 +545,28 @@ impl Config {
         let shutdown_delay = p.duration("shutdown-delay", &s.shutdown_delay, Duration::ZERO);
         let drain_timeout = p.duration("drain-timeout", &s.drain_timeout, Duration::from_secs(25));
         let admin_retry = RetryPolicy {
-            initial_backoff: p.duration("admin-retry-backoff", &s.admin_retry_backoff, Duration::from_millis(100)),
+            initial_backoff: p.duration("admin-retry-backoff", &s.admin_retry_backoff, Duration::from_millis(5)),
             max_backoff: p.duration("admin-retry-backoff-max", &s.admin_retry_backoff_max, Duration::from_secs(1)),
             budget: p.duration("admin-retry-budget", &s.admin_retry_budget, Duration::from_secs(30)),
         };
         if admin_retry.initial_backoff.is_zero() || admin_retry.initial_backoff > admin_retry.max_backoff {
             p.push("admin-retry-backoff", "must be above 0 and at most --admin-retry-backoff-max");
+        }
+        let pool = PoolConfig {
+            size: p.number("pool-size", &s.pool_size, 2usize, WHOLE_NUMBER),
+            max_idle: p.number("pool-max-idle", &s.pool_max_idle, 8usize, WHOLE_NUMBER),
+            idle_lifetime: p.duration("pool-idle-lifetime", &s.pool_idle_lifetime, Duration::from_secs(300)),
+            refill_backoff: p.duration("pool-refill-backoff", &s.pool_refill_backoff, Duration::from_millis(500)),
+            connect_rate: p.number("broker-connect-rate", &s.broker_connect_rate, 20u32, WHOLE_NUMBER),
+        };
+        if pool.idle_lifetime < Duration::from_secs(1) {
+            p.push("pool-idle-lifetime", "must be at least 1s");
+        }
+        if pool.refill_backoff.is_zero() {
+            p.push("pool-refill-backoff", "must be above 0");
+        }
+        if pool.connect_rate == 0 {
+            p.push("broker-connect-rate", "must be at least 1");
         }
         let worker_threads = p.number("worker-threads", &s.worker_threads, 1usize, WHOLE_NUMBER);
         if !(1..=MAX_WORKER_THREADS).contains(&worker_threads) {
@@ -548,6 +592,7 @@ impl Config {
             drain_timeout,
             shutdown_delay,
             admin_retry,
+            pool,
             tls,
             sasl,
             listener_tls,

@@ -264,6 +264,10 @@ impl ControllerLinks for Links {
         self.cluster.node_ids()
     }
 
+    fn known_controller(&self) -> Option<i32> {
+        self.cluster.controller_id()
+    }
+
     fn controller_as_seen_by(&self, node_id: i32) -> LinkFuture<'_, Option<i32>> {
         Box::pin(async move { Ok(Links::controller_as_seen_by(self, node_id).await?) })
     }

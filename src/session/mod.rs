@@ -6,12 +6,14 @@
 //! its in-flight entry by correlation id, relays it to the client as it arrives or, where the
 //! policy table says so, holds it whole to rewrite addresses or versions or to retry an admin
 //! request answered NOT_CONTROLLER; responses reach the client in request order. On shutdown the
-//! request half stops reading and the response half delivers what is in flight. It never decodes
-//! a Produce or Fetch body and never holds a frame whole that the table lets pass.
+//! request half stops reading and the response half delivers what is in flight. A client that ends
+//! cleanly (between frames, every request answered, nothing of its own SASL) gives its broker
+//! connection back to the pool. It never decodes a Produce or Fetch body and never holds a frame
+//! whole that the table lets pass.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,6 +27,7 @@ use crate::client_auth::{ClientAuth, Gate};
 use crate::cluster::ClusterView;
 use crate::frame_reader::FrameReader;
 use crate::frame_writer::FrameWriter;
+use crate::pool::{Lease, Pools};
 use crate::rewrite::Advertised;
 use crate::stream::{self, Stream};
 use crate::telemetry::{self, DisconnectCause, SessionErrorKind, UpstreamConnection};
@@ -64,6 +67,9 @@ struct InFlight {
     /// The sidecar's own answer, for requests it does not forward (a client's SASL exchange
     /// when the sidecar authenticates to the brokers itself).
     local_answer: Option<Bytes>,
+    /// The answer of a controller-bound request sent straight to the controller (this node id)
+    /// rather than over this connection.
+    routed: Option<(Bytes, i32)>,
     /// This request's place among the `--max-inflight` allowed; freed once it is answered.
     _slot: OwnedSemaphorePermit,
     /// The share of the buffer budget an admin request held whole takes until it is answered.
@@ -94,6 +100,22 @@ struct Leg {
     /// Requests awaiting an answer, at most `--max-inflight`: when all are taken the client's
     /// next request is not read until one is answered.
     in_flight_slots: Arc<Semaphore>,
+    /// Whether the client authenticates itself (its SASL requests pass through): the broker
+    /// connection carries its identity, so it is never shared and its requests never take
+    /// another way.
+    client_authenticates: AtomicBool,
+    /// Whether the client ended between frames with every request answered.
+    clean_end: AtomicBool,
+}
+
+impl Leg {
+    /// Whether the broker connection is in a known state that carries nothing of this client:
+    /// a clean end, no answer that may still come (acks=0), no SASL of the client's own.
+    fn shareable(&self) -> bool {
+        self.clean_end.load(Ordering::Relaxed)
+            && !self.unanswered_forwarded.load(Ordering::Relaxed)
+            && !self.client_authenticates.load(Ordering::Relaxed)
+    }
 }
 
 /// Which broker a listener's clients are sent to.
@@ -124,6 +146,8 @@ pub struct Limits {
 pub struct Shared {
     /// Opens broker connections (TCP, TLS, SASL) as configured.
     pub connector: Arc<Connector>,
+    /// Ready broker connections, and the per-broker connect-rate limit.
+    pub pools: Pools,
     /// What is known of the cluster; sessions teach it what passes through.
     pub cluster: Arc<ClusterView>,
     /// NOT_CONTROLLER retries of controller-bound admin requests.
@@ -171,7 +195,7 @@ pub async fn serve(ctx: Arc<Shared>, client: TcpStream, peer: SocketAddr, target
     };
     let cause = match session.connect_upstream().await {
         Ok(upstream) => {
-            tracing::debug!(%peer, broker = %upstream.addr, "upstream connected");
+            tracing::debug!(%peer, broker = %upstream.connected.addr, "upstream connected");
             session.proxy(client, upstream).await
         }
         Err(error) => {
@@ -196,14 +220,10 @@ impl Session {
         Ok(stream::tls(tls_stream))
     }
 
-    async fn connect_upstream(&self) -> Result<Connected, ConnectError> {
+    /// A broker connection from the pool, or a new one within the broker's connect-rate limit.
+    async fn connect_upstream(&self) -> Result<Lease, ConnectError> {
         let ctx = &self.ctx;
-        let addresses = match self.node_id {
-            None => ctx.cluster.bootstrap_addresses(),
-            Some(node_id) => ctx.cluster.address(node_id).into_iter().collect(),
-        };
-        let node = telemetry::node_label(self.node_id);
-        let result = ctx.connector.connect_any(&addresses, &node).await;
+        let result = ctx.pools.acquire(self.node_id).await;
         if result.is_err() && self.node_id.is_some() {
             // The broker may have moved: learn its new address for the client's retry.
             ctx.cluster.request_refresh();
@@ -214,7 +234,7 @@ impl Session {
     /// Proxies until the client connection ends. When the broker limits its SASL session
     /// (KIP-368), the client connection moves to a freshly authenticated broker connection before
     /// the deadline, once every request in flight is answered.
-    async fn proxy(&self, client: Stream, mut upstream: Connected) -> DisconnectCause {
+    async fn proxy(&self, client: Stream, mut upstream: Lease) -> DisconnectCause {
         let max_frame = self.ctx.limits.max_frame_bytes;
         let (client_read, client_write) = tokio::io::split(client);
         let mut requests = FrameReader::new(client_read, FrameCodec::requests(max_frame));
@@ -225,7 +245,7 @@ impl Session {
                 RequestsEnd::ResponsesDone => return DisconnectCause::ClientClosed,
                 RequestsEnd::Reauthenticate => match self.connect_upstream().await {
                     Ok(next) => {
-                        tracing::debug!(peer = %self.peer, broker = %next.addr, "broker session renewed");
+                        tracing::debug!(peer = %self.peer, broker = %next.connected.addr, "broker session renewed");
                         upstream = next;
                     }
                     Err(error) => {
@@ -237,35 +257,48 @@ impl Session {
         }
     }
 
-    /// Proxies over one broker connection until either side stops.
+    /// Proxies over one broker connection until either side stops; a connection left in a known
+    /// state that carries nothing of this client goes back to the pool.
     async fn proxy_on(
         &self,
         requests: &mut ClientReader,
         to_client: &mut ClientWriter,
-        upstream: Connected,
+        upstream: Lease,
     ) -> RequestsEnd {
         let _open = UpstreamConnection::open(&telemetry::node_label(self.node_id));
         let max_frame = self.ctx.limits.max_frame_bytes;
-        let (upstream_read, upstream_write) = tokio::io::split(upstream.stream);
+        let Lease { connected: Connected { stream, addr, reauthenticate_at, tls_generation }, node_id: pool_node } =
+            upstream;
+        let (upstream_read, upstream_write) = tokio::io::split(stream);
         let to_broker = FrameWriter::new(upstream_write);
-        let responses = FrameReader::new(upstream_read, FrameCodec::responses(max_frame));
+        let mut responses = FrameReader::new(upstream_read, FrameCodec::responses(max_frame));
 
         let (in_flight_tx, in_flight_rx) = mpsc::channel(self.ctx.limits.max_inflight);
         let leg = Leg {
             responses_done: CancellationToken::new(),
-            reauthenticate_at: upstream.reauthenticate_at,
+            reauthenticate_at,
             unanswered_forwarded: AtomicBool::new(false),
             in_flight_slots: Arc::new(Semaphore::new(self.ctx.limits.max_inflight)),
+            client_authenticates: AtomicBool::new(false),
+            clean_end: AtomicBool::new(false),
         };
         let forward = self.forward_requests(requests, to_broker, in_flight_tx, &leg);
         let answer = async {
-            let cause = self.return_responses(responses, to_client, in_flight_rx, &leg).await;
+            let cause = self.return_responses(&mut responses, to_client, in_flight_rx, &leg).await;
             leg.responses_done.cancel();
             cause
         };
         match tokio::join!(forward, answer) {
             (_, Some(cause)) => RequestsEnd::Disconnect(cause),
-            (end, None) => end,
+            ((end, to_broker), None) => {
+                let open = (responses.into_inner(), to_broker.and_then(FrameWriter::into_inner));
+                if let (Some(node_id), (Some(read), Some(write))) = (pool_node, open) {
+                    let stream = read.unsplit(write);
+                    let connected = Connected { stream, addr, reauthenticate_at, tls_generation };
+                    self.ctx.pools.give_back(node_id, connected);
+                }
+                end
+            }
         }
     }
 

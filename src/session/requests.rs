@@ -7,6 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tokio::sync::mpsc;
 
@@ -24,17 +25,47 @@ use crate::wire::{FrameError, peek_request_header};
 impl Session {
     /// Client → broker, until the client, the response half, shutdown or a session renewal stops
     /// it. Then the broker side is half-closed, so the broker processes every forwarded request
-    /// and then closes its end.
+    /// and then closes its end; unless the connection may be shared ([`Leg::shareable`]): then it
+    /// is handed back open.
     pub(super) async fn forward_requests(
         &self,
         requests: &mut ClientReader,
         mut to_broker: BrokerWriter,
         in_flight: mpsc::Sender<InFlight>,
         leg: &Leg,
-    ) -> RequestsEnd {
+    ) -> (RequestsEnd, Option<BrokerWriter>) {
         let end = self.forward_each_request(requests, &mut to_broker, in_flight, leg).await;
+        if leg.shareable() && !to_broker.has_queued() {
+            return (end, Some(to_broker));
+        }
         let _ = to_broker.close().await;
-        end
+        (end, None)
+    }
+
+    /// Sends a controller-bound request straight to the controller the sidecar knows, unless this
+    /// connection already reaches it or the client authenticates itself. Returns the answer and
+    /// who gave it, or `None` to send the request over this connection as usual.
+    async fn route(
+        &self,
+        request: &AdminRequest,
+        to_broker: &mut BrokerWriter,
+        leg: &Leg,
+    ) -> Result<Option<(Bytes, i32)>, RequestsEnd> {
+        if leg.client_authenticates.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let Some(controller) = self.ctx.retry.route_target(self.node_id) else {
+            return Ok(None);
+        };
+        // What the client sent before goes out before this request's answer is awaited.
+        flush_requests(to_broker, self.peer).await?;
+        match self.ctx.retry.send_to_controller(request, controller).await {
+            Ok(answer) => Ok(answer.map(|answer| (answer, controller))),
+            Err(error) => {
+                tracing::warn!(peer = %self.peer, %error, "closing client connection");
+                Err(RequestsEnd::Disconnect(DisconnectCause::RetryLost))
+            }
+        }
     }
 
     async fn forward_each_request(
@@ -67,7 +98,12 @@ impl Session {
                 total = next => total,
             };
             let total = match total {
-                Ok(None) => return Disconnect(DisconnectCause::ClientClosed),
+                Ok(None) => {
+                    // A clean end: between frames, every request answered.
+                    let answered = leg.in_flight_slots.available_permits() == ctx.limits.max_inflight;
+                    leg.clean_end.store(answered, Ordering::Relaxed);
+                    return Disconnect(DisconnectCause::ClientClosed);
+                }
                 Ok(Some(total)) => total,
                 Err(error) => return Disconnect(client_frame_error(&error, peer)),
             };
@@ -111,6 +147,10 @@ impl Session {
             if !expects_response {
                 leg.unanswered_forwarded.store(true, Ordering::Relaxed);
             }
+            if policy(header.api_key).sasl && !answers_sasl {
+                leg.client_authenticates.store(true, Ordering::Relaxed);
+            }
+            let mut routed = None;
             if expects_response {
                 // Waiting for a slot means waiting for answers to the requests still queued.
                 if leg.in_flight_slots.available_permits() == 0
@@ -130,8 +170,15 @@ impl Session {
                     }
                     _ => None,
                 };
+                if let Some(request) = &admin {
+                    routed = match self.route(request, to_broker, leg).await {
+                        Ok(answer) => answer,
+                        Err(end) => return end,
+                    };
+                }
                 // An admin request is held until answered: it may be re-sent.
                 let held = if admin.is_some() { whole.as_mut().and_then(|(_, held)| held.take()) } else { None };
+                let goes_to_broker = routed.is_none();
                 let entry = InFlight {
                     api_key: header.api_key,
                     api_version: header.api_version,
@@ -139,11 +186,15 @@ impl Session {
                     received,
                     admin,
                     local_answer: local_answer.clone(),
+                    routed,
                     _slot: slot,
                     _held: held,
                 };
                 if in_flight.send(entry).await.is_err() {
                     return RequestsEnd::ResponsesDone;
+                }
+                if !goes_to_broker {
+                    continue;
                 }
             }
             if close_after {

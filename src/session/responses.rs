@@ -28,7 +28,7 @@ impl Session {
     /// the request half stopped. Responses already queued reach the client whatever the end.
     pub(super) async fn return_responses(
         &self,
-        responses: BrokerReader,
+        responses: &mut BrokerReader,
         to_client: &mut ClientWriter,
         in_flight: mpsc::Receiver<InFlight>,
         leg: &Leg,
@@ -45,7 +45,7 @@ impl Session {
 
     async fn return_each_response(
         &self,
-        mut responses: BrokerReader,
+        responses: &mut BrokerReader,
         to_client: &mut ClientWriter,
         mut in_flight: mpsc::Receiver<InFlight>,
         leg: &Leg,
@@ -54,7 +54,7 @@ impl Session {
         let mut waiting: VecDeque<InFlight> = VecDeque::new();
         let mut requests_open = true;
         loop {
-            if let Err(cause) = send_local_answers(&mut waiting, to_client).await {
+            if let Err(cause) = self.answers_without_broker(&mut waiting, to_client).await {
                 return Some(cause);
             }
             if !requests_open && waiting.is_empty() {
@@ -62,7 +62,7 @@ impl Session {
                     if let Err(cause) = flush_responses(to_client, peer).await {
                         return Some(cause);
                     }
-                    linger(&mut responses).await;
+                    linger(responses).await;
                 }
                 return None;
             }
@@ -95,7 +95,7 @@ impl Session {
             while let Ok(entry) = in_flight.try_recv() {
                 waiting.push_back(entry);
             }
-            if let Err(cause) = send_local_answers(&mut waiting, to_client).await {
+            if let Err(cause) = self.answers_without_broker(&mut waiting, to_client).await {
                 return Some(cause);
             }
             let Ok(correlation_id) = response_correlation_id(responses.head(total)) else {
@@ -105,7 +105,7 @@ impl Session {
                 // Some brokers answer acks=0 produce requests anyway; no client waits for that.
                 telemetry::stray_response();
                 tracing::debug!(%peer, correlation_id, "dropping response that matches no waiting request");
-                if let Err(error) = skip_frame(&mut responses, total).await {
+                if let Err(error) = skip_frame(responses, total).await {
                     return Some(broker_frame_error(error, peer));
                 }
                 continue;
@@ -116,7 +116,7 @@ impl Session {
                     telemetry::response_error(entry.api_key, code);
                 }
                 telemetry::bytes(Direction::SidecarToClient, total);
-                match relay_frame(&mut responses, to_client, total, None).await {
+                match relay_frame(responses, to_client, total, None).await {
                     Ok(()) => {}
                     Err(Relay::Idle) => return Some(DisconnectCause::BrokerClosed),
                     Err(Relay::Read(error)) => return Some(broker_frame_error(error, peer)),
@@ -134,7 +134,7 @@ impl Session {
             {
                 return Some(cause);
             }
-            let (frame, held) = match self.hold_whole(&mut responses, total, "response").await {
+            let (frame, held) = match self.hold_whole(responses, total, "response").await {
                 Ok(whole) => whole,
                 Err(error @ FrameError::Io(_)) => return Some(broker_frame_error(error, peer)),
                 Err(error) => return Some(self.held_frame_error(&error)),
@@ -161,13 +161,7 @@ impl Session {
     async fn answer(&self, entry: &InFlight, frame: Bytes) -> Result<Bytes, DisconnectCause> {
         let peer = self.peer;
         if let Some(request) = &entry.admin {
-            return self.ctx.retry.recover(request, frame, self.node_id).await.map_err(|error| {
-                tracing::warn!(%peer, %error, "closing client connection");
-                match error {
-                    RetryError::AnswerLost { .. } => DisconnectCause::RetryLost,
-                    RetryError::Malformed { .. } => DisconnectCause::ProtocolError,
-                }
-            });
+            return self.ctx.retry.recover(request, frame, self.node_id).await.map_err(|e| retry_error_cause(e, peer));
         }
         if let Some(code) = response_error_code(entry.api_key, entry.api_version, &frame) {
             telemetry::response_error(entry.api_key, code);
@@ -177,6 +171,32 @@ impl Session {
             tracing::warn!(%peer, %error, "cannot rewrite broker response; closing client");
             DisconnectCause::ProtocolError
         })
+    }
+
+    /// Sends the answers at the front of the queue that did not come over this connection: the
+    /// sidecar's own (SASL) and the controller's, for requests sent straight to it, retried on
+    /// 41 like any other. Each goes out as soon as every earlier response has.
+    async fn answers_without_broker(
+        &self,
+        waiting: &mut VecDeque<InFlight>,
+        to_client: &mut ClientWriter,
+    ) -> Result<(), DisconnectCause> {
+        while let Some(entry) = waiting.front() {
+            if let Some(answer) = entry.local_answer.clone() {
+                to_client.send(answer).await.map_err(|_| DisconnectCause::ClientClosed)?;
+            } else if let (Some(request), Some((answer, controller))) = (&entry.admin, &entry.routed) {
+                flush_responses(to_client, self.peer).await?;
+                let answer = self.ctx.retry.recover(request, answer.clone(), Some(*controller)).await;
+                let answer = answer.map_err(|error| retry_error_cause(error, self.peer))?;
+                telemetry::bytes(Direction::SidecarToClient, answer.len());
+                to_client.send(answer).await.map_err(|_| DisconnectCause::ClientClosed)?;
+            } else {
+                return Ok(());
+            }
+            let entry = waiting.pop_front().expect("front checked");
+            telemetry::request_duration(entry.api_key, entry.received.elapsed());
+        }
+        Ok(())
     }
 
     /// Rewrites a response that carries addresses or versions and learns from it; others pass
@@ -195,18 +215,13 @@ impl Session {
     }
 }
 
-/// Sends the sidecar's own answers at the front of the queue: each goes out as soon as every
-/// earlier response has.
-async fn send_local_answers(
-    waiting: &mut VecDeque<InFlight>,
-    to_client: &mut ClientWriter,
-) -> Result<(), DisconnectCause> {
-    while let Some(answer) = waiting.front().and_then(|entry| entry.local_answer.clone()) {
-        let entry = waiting.pop_front().expect("front checked");
-        to_client.send(answer).await.map_err(|_| DisconnectCause::ClientClosed)?;
-        telemetry::request_duration(entry.api_key, entry.received.elapsed());
+/// The disconnect cause of a retry that failed.
+fn retry_error_cause(error: RetryError, peer: std::net::SocketAddr) -> DisconnectCause {
+    tracing::warn!(%peer, %error, "closing client connection");
+    match error {
+        RetryError::AnswerLost { .. } => DisconnectCause::RetryLost,
+        RetryError::Malformed { .. } => DisconnectCause::ProtocolError,
     }
-    Ok(())
 }
 
 /// Reads what the broker still sends after the last answered request (answers to acks=0 produce

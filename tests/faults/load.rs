@@ -57,7 +57,9 @@ fn thousand_held_connections_and_a_connection_storm() {
     let tansu = Tansu::start();
     // Room for the held connections and the storm's few concurrent ones; beyond it clients
     // would wait for a free slot (they are not refused).
-    let sidecar = Sidecar::start(&tansu.addr(), &["--max-client-connections", "1100"]);
+    // Each held client keeps a broker connection of its own: the connect-rate limit is raised so
+    // that a thousand open in seconds.
+    let sidecar = Sidecar::start(&tansu.addr(), &["--max-client-connections", "1100", "--broker-connect-rate", "2000"]);
     assert_eq!(sidecar.wait_for_readyz(200, Duration::from_secs(10)).0, 200);
     let pid = sidecar.pid();
     let (rss_start, fds_start) = (proc_status_kib(pid, "VmRSS"), open_fds(pid));

@@ -43,7 +43,9 @@ fn slowloris_clients_are_cut_off_by_the_idle_timeout() {
     const SLOW: usize = 50;
     const IDLE: Duration = Duration::from_secs(3);
     let tansu = Tansu::start();
-    let sidecar = Sidecar::start(&tansu.addr(), &["--client-idle-timeout", "3s"]);
+    // Each slow client holds a broker connection: the connect-rate limit is raised so that all
+    // fifty connect at once and their idle timers start together.
+    let sidecar = Sidecar::start(&tansu.addr(), &["--client-idle-timeout", "3s", "--broker-connect-rate", "500"]);
     let idle_before = sidecar.metric("kafka_sidecar_disconnects_total", &["cause=\"idle\""]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let steady = steady_client(sidecar.bootstrap(), Duration::from_millis(50), stop.clone());

@@ -66,6 +66,8 @@ pub struct Shared {
     ports: Vec<u16>,
     controller: Controller,
     not_controller_answers: AtomicU64,
+    /// When each client connection was accepted, and by which node.
+    accepted: std::sync::Mutex<Vec<(i32, std::time::Instant)>>,
 }
 
 /// A running ZooKeeper-mode cluster; dropping it stops every front end.
@@ -103,6 +105,7 @@ impl ZkCluster {
             ports,
             controller: Controller::new(options.brokers, options.stale_for, 1),
             not_controller_answers: AtomicU64::new(0),
+            accepted: std::sync::Mutex::default(),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -169,6 +172,11 @@ impl ZkCluster {
     /// (topic, partition, user, feature) and each top-level error.
     pub fn not_controller_answers(&self) -> u64 {
         self.shared.not_controller_answers.load(Ordering::Relaxed)
+    }
+
+    /// When each client connection the front ends accepted arrived, oldest first.
+    pub fn accepted_at(&self) -> Vec<std::time::Instant> {
+        self.shared.accepted.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, at)| *at).collect()
     }
 
     fn brokers(&self) -> i32 {

@@ -47,6 +47,8 @@ impl FrontEnd {
         loop {
             match listener.accept().await {
                 Ok((client, _)) => {
+                    let now = std::time::Instant::now();
+                    self.shared.accepted.lock().unwrap_or_else(|p| p.into_inner()).push((self.node_id, now));
                     tokio::spawn(self.clone().serve_client(client));
                 }
                 Err(e) => {
