@@ -24,7 +24,8 @@ fn main() -> ExitCode {
         }
     };
     let check_only = flags.check_config;
-    let config = match Config::load(flags, |name| std::env::var_os(name)) {
+    let loaded = Config::load(flags, |name| std::env::var_os(name));
+    let config = match loaded.and_then(|config| client_auth::check_files(&config).map(|()| config)) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("kafka-sidecar: {error}");

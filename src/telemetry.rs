@@ -13,7 +13,6 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::client_auth::Refusal;
 use crate::wire::{FrameErrorKind, api_name, error_name};
 
 pub const REQUESTS: &str = "kafka_sidecar_requests_total";
@@ -47,6 +46,27 @@ pub const INSECURE_REMOTE_CLIENTS: &str = "kafka_sidecar_insecure_remote_clients
 const LATENCY_BUCKETS: &[f64] =
     &[0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 const CONNECT_BUCKETS: &[f64] = &[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+
+labels! {
+    /// Why a client was refused on a listener.
+    pub enum Refusal {
+        /// Mutual TLS: the client sent no certificate.
+        TlsNoCertificate => "tls_no_certificate",
+        /// Mutual TLS: the certificate is not signed by the client CA.
+        TlsUntrustedCertificate => "tls_untrusted_certificate",
+        /// Mutual TLS: signed, but expired, not yet valid, or not for client authentication.
+        TlsInvalidCertificate => "tls_invalid_certificate",
+        /// Any other failed listener TLS handshake (plaintext on a TLS port, no common cipher…).
+        TlsHandshake => "tls_handshake",
+        SaslUnknownUser => "sasl_unknown_user",
+        SaslWrongPassword => "sasl_wrong_password",
+        SaslUnsupportedMechanism => "sasl_unsupported_mechanism",
+        /// A SASL request out of order or unreadable.
+        SaslMalformed => "sasl_malformed",
+        /// A request other than ApiVersions or SASL before authentication.
+        UnauthenticatedRequest => "unauthenticated_request",
+    }
+}
 
 labels! {
     /// Why a client connection ended.

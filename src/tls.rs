@@ -12,21 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+pub use crate::config::{ListenerTlsSettings, TlsSettings};
 use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
-
-/// Where the TLS material comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TlsSettings {
-    /// PEM bundle of trusted CAs; `None` uses the system trust store.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate chain and key, for brokers that require mutual TLS.
-    pub client_cert_file: Option<PathBuf>,
-    pub client_key_file: Option<PathBuf>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -133,15 +124,6 @@ impl BrokerTls {
             .await
             .map_err(|e| TlsError::Handshake { host: host.to_owned(), reason: handshake_reason(&e) })
     }
-}
-
-/// Where the sidecar's own listener certificate comes from (TLS on the Kafka listeners), and the
-/// CAs that sign the client certificates it demands, if it demands them (mutual TLS).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerTlsSettings {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Accepts TLS clients on the Kafka listeners with the current certificate.

@@ -15,34 +15,11 @@ use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout};
 
 use crate::backoff::Backoff;
+pub use crate::config::{Keepalive, SocketOptions, UpstreamConfig};
 use crate::sasl::{SaslConfig, SaslError};
 use crate::stream::{self, Stream};
 use crate::telemetry;
 use crate::tls::{BrokerTls, TlsError};
-
-/// TCP keepalive knobs: probes start after `idle`, repeat every `interval`, give up after `count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keepalive {
-    pub idle: Duration,
-    pub interval: Duration,
-    pub count: u32,
-}
-
-/// Options applied to every client and broker socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SocketOptions {
-    pub keepalive: Keepalive,
-    /// TCP_USER_TIMEOUT; `None` leaves the kernel default.
-    pub user_timeout: Option<Duration>,
-}
-
-/// How upstream connections are attempted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamConfig {
-    pub connect_timeout: Duration,
-    pub connect_attempts: u32,
-    pub connect_backoff: Duration,
-}
 
 /// Applies nodelay, keepalive and the user timeout to a connected socket.
 pub fn apply_socket_options(stream: &TcpStream, options: &SocketOptions) -> io::Result<()> {

@@ -26,17 +26,9 @@ pub use layout::{Granularity, granularity};
 use layout::{RequestLayout, ResponseLayout};
 
 use crate::backoff::Backoff;
+pub use crate::config::RetryPolicy;
 use crate::telemetry::{self, RetryOutcome};
 use crate::wire::{DecodeError, response_body_offset};
-
-/// How NOT_CONTROLLER retries back off and how long they may take in all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-    /// Upper bound on the time spent retrying, whatever the request's own timeout.
-    pub budget: Duration,
-}
 
 /// A future the links return, boxed so that the retry can hold any implementation.
 pub type LinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LinkError>> + Send + 'a>>;

@@ -9,18 +9,16 @@ pub mod credentials;
 pub mod hash_password;
 mod scram_server;
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, SaslAuthenticateResponse, SaslHandshakeResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::config::Config;
-use crate::sasl::{Mechanism, SaslConfig};
-use crate::telemetry;
-use crate::tls::TlsSettings;
+pub use crate::config::ClientAuthSettings;
+use crate::config::{Config, ConfigError, borrowed_identity, broker_identity};
+use crate::telemetry::{self, Refusal};
 use crate::wire::{Reader, RequestHeader, encode_response};
 pub use credentials::{ClientMechanism, CredentialStore, CredentialsError};
 use scram_server::{ScramFailure, ScramServer};
@@ -29,92 +27,17 @@ const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 const UNSUPPORTED_VERSION: i16 = 35;
 const SASL_AUTHENTICATION_FAILED: i16 = 58;
 
-/// How clients authenticate to the listeners, beyond listener TLS itself (whose client CA lives
-/// in [`crate::tls::ListenerTlsSettings`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientAuthSettings {
-    /// `--listener-sasl-credentials`: clients must authenticate with SASL against this file.
-    pub sasl_credentials: Option<PathBuf>,
-    /// `--insecure-allow-unauthenticated-remote-clients`.
-    pub allow_unauthenticated_remote_clients: bool,
-}
-
-labels! {
-    /// Why a client was refused on a listener.
-    pub enum Refusal {
-        /// Mutual TLS: the client sent no certificate.
-        TlsNoCertificate => "tls_no_certificate",
-        /// Mutual TLS: the certificate is not signed by the client CA.
-        TlsUntrustedCertificate => "tls_untrusted_certificate",
-        /// Mutual TLS: signed, but expired, not yet valid, or not for client authentication.
-        TlsInvalidCertificate => "tls_invalid_certificate",
-        /// Any other failed listener TLS handshake (plaintext on a TLS port, no common cipher…).
-        TlsHandshake => "tls_handshake",
-        SaslUnknownUser => "sasl_unknown_user",
-        SaslWrongPassword => "sasl_wrong_password",
-        SaslUnsupportedMechanism => "sasl_unsupported_mechanism",
-        /// A SASL request out of order or unreadable.
-        SaslMalformed => "sasl_malformed",
-        /// A request other than ApiVersions or SASL before authentication.
-        UnauthenticatedRequest => "unauthenticated_request",
-    }
-}
-
 // === The start-up guard ===
 
-/// The identity the sidecar holds towards the brokers, in words, or `None` when it holds none.
-pub fn broker_identity(sasl: Option<&SaslConfig>, tls: Option<&TlsSettings>) -> Option<&'static str> {
-    match (sasl.map(|s| s.mechanism), tls.and_then(|t| t.client_cert_file.as_ref())) {
-        (Some(Mechanism::AwsMskIam), _) => Some("AWS MSK IAM credentials"),
-        (Some(Mechanism::Plain), _) => Some("a SASL PLAIN user"),
-        (Some(Mechanism::Scram(_)), _) => Some("a SASL SCRAM user"),
-        (None, Some(_)) => Some("a TLS client certificate"),
-        (None, None) => None,
+/// The credentials file, checked before start (exit 64 when it cannot be used). The rest of the
+/// guard, a remote listener lending the sidecar's broker identity, is `config`'s.
+pub fn check_files(config: &Config) -> Result<(), ConfigError> {
+    match &config.client_auth.sasl_credentials {
+        Some(path) => credentials::Credentials::load(path).map(drop).map_err(|error| ConfigError {
+            problems: vec![("listener-sasl-credentials".to_owned(), error.to_string())],
+        }),
+        None => Ok(()),
     }
-}
-
-/// The identity clients on `listen_host` would borrow without authenticating, or `None` when
-/// they borrow none: the listeners are on loopback, the sidecar holds no broker credentials, or
-/// clients must authenticate to it.
-fn borrowed_identity(
-    listen_host: IpAddr,
-    identity: Option<&'static str>,
-    clients_authenticate: bool,
-) -> Option<&'static str> {
-    identity.filter(|_| !listen_host.is_loopback() && !clients_authenticate)
-}
-
-/// Problems with the client-authentication settings, as (setting, problem): a listener off
-/// loopback lending broker credentials to unauthenticated clients without the explicit opt-out,
-/// and a credentials file that cannot be used.
-pub fn problems(
-    listen_host: IpAddr,
-    identity: Option<&'static str>,
-    client_ca: bool,
-    settings: &ClientAuthSettings,
-) -> Vec<(&'static str, String)> {
-    let mut problems = Vec::new();
-    if let Some(path) = &settings.sasl_credentials
-        && let Err(error) = credentials::Credentials::load(path)
-    {
-        problems.push(("listener-sasl-credentials", error.to_string()));
-    }
-    let clients_authenticate = client_ca || settings.sasl_credentials.is_some();
-    if let Some(identity) = borrowed_identity(listen_host, identity, clients_authenticate)
-        && !settings.allow_unauthenticated_remote_clients
-    {
-        problems.push((
-            "listen-host",
-            format!(
-                "{listen_host} is not a loopback address, and the sidecar authenticates to the brokers with \
-                 {identity}: every client that reaches the listeners would act as that identity. Make clients \
-                 authenticate to the sidecar with --listener-sasl-credentials or --listener-tls-client-ca (mutual \
-                 TLS, with --listener-tls-cert-file and --listener-tls-key-file), or listen on 127.0.0.1, or accept \
-                 the risk with --insecure-allow-unauthenticated-remote-clients (see docs/security.md)"
-            ),
-        ));
-    }
-    problems
 }
 
 /// Reports at start whether unauthenticated remote clients are allowed to borrow the sidecar's

@@ -152,28 +152,33 @@ fn loopback_and_pass_through_keep_their_behaviour() {
 }
 
 #[test]
-fn a_remote_listener_lending_broker_credentials_needs_client_authentication_or_the_opt_out() {
-    let remote: IpAddr = "0.0.0.0".parse().unwrap();
-    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
-    let none = ClientAuthSettings::default();
-    let identity = Some("a SASL SCRAM user");
-    let problems = problems(remote, identity, false, &none);
-    assert_eq!(problems.len(), 1, "{problems:?}");
-    assert_eq!(problems[0].0, "listen-host");
+fn a_remote_listener_lends_broker_credentials_unless_clients_authenticate() {
+    use crate::config::{borrowed_identity, lent_identity_problem};
+    let remote: std::net::IpAddr = "0.0.0.0".parse().unwrap();
+    let scram = "a SASL SCRAM user";
+    let identity = Some(scram);
+    assert_eq!(borrowed_identity(remote, identity, false), identity);
+    let problem = lent_identity_problem(remote, scram);
     for named in
         ["--listener-sasl-credentials", "--listener-tls-client-ca", "--insecure-allow-unauthenticated-remote-clients"]
     {
-        assert!(problems[0].1.contains(named), "{}", problems[0].1);
+        assert!(problem.contains(named), "{problem}");
     }
-    assert!(super::problems(loopback, identity, false, &none).is_empty());
-    assert!(super::problems("::1".parse().unwrap(), identity, false, &none).is_empty());
-    assert!(super::problems(remote, None, false, &none).is_empty());
-    assert!(super::problems(remote, identity, true, &none).is_empty());
-    let opt_out = ClientAuthSettings { allow_unauthenticated_remote_clients: true, ..ClientAuthSettings::default() };
-    assert!(super::problems(remote, identity, false, &opt_out).is_empty());
-    let missing =
-        ClientAuthSettings { sasl_credentials: Some("/nonexistent/creds".into()), ..ClientAuthSettings::default() };
-    let problems = super::problems(remote, identity, false, &missing);
-    assert_eq!(problems.len(), 1, "a credentials file counts as client authentication: {problems:?}");
-    assert_eq!(problems[0].0, "listener-sasl-credentials");
+    assert_eq!(borrowed_identity("127.0.0.1".parse().unwrap(), identity, false), None);
+    assert_eq!(borrowed_identity("::1".parse().unwrap(), identity, false), None);
+    assert_eq!(borrowed_identity(remote, None, false), None);
+    assert_eq!(borrowed_identity(remote, identity, true), None);
+}
+
+#[test]
+fn a_credentials_file_that_cannot_be_read_is_a_configuration_problem() {
+    let settings = crate::config::Settings {
+        bootstrap_servers: vec!["b:9092".into()],
+        listener_sasl_credentials: Some("/nonexistent/creds".into()),
+        ..Default::default()
+    };
+    let config = crate::config::Config::from_settings(settings).expect("valid otherwise");
+    let error = check_files(&config).unwrap_err();
+    assert_eq!(error.problems.len(), 1, "{error}");
+    assert_eq!(error.problems[0].0, "listener-sasl-credentials");
 }

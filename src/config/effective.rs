@@ -10,7 +10,7 @@ use clap::ValueEnum;
 use toml::Value;
 
 use super::Config;
-use crate::sasl::Mechanism;
+use super::Mechanism;
 
 /// What `--check-config` shows for the SASL password.
 pub const MASKED: &str = "***";

@@ -7,6 +7,7 @@
 //! configuration back as a file, for `--check-config`.
 
 mod effective;
+mod model;
 mod sources;
 #[cfg(test)]
 mod tests;
@@ -20,14 +21,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use crate::admin_retry::RetryPolicy;
-use crate::client_auth::{self, ClientAuthSettings};
-use crate::pool::PoolConfig;
-use crate::rewrite::Advertised;
-use crate::sasl::{Mechanism, SaslConfig, Secret};
-use crate::tls::{ListenerTlsSettings, TlsSettings};
-use crate::upstream::{Keepalive, SocketOptions, UpstreamConfig};
-use crate::wire::DEFAULT_MAX_FRAME_BYTES;
+pub use model::*;
 
 /// Most runtime worker threads `--worker-threads` accepts.
 const MAX_WORKER_THREADS: usize = 64;
@@ -478,10 +472,13 @@ impl Config {
                 "needs listener TLS: --listener-tls-cert-file and --listener-tls-key-file",
             );
         }
-        let identity = client_auth::broker_identity(sasl.as_ref(), tls.as_ref());
+        let identity = broker_identity(sasl.as_ref(), tls.as_ref());
         let client_ca = listener_tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
-        for (setting, problem) in client_auth::problems(listen_host, identity, client_ca, &client_auth) {
-            p.push(setting, problem);
+        let clients_authenticate = client_ca || client_auth.sasl_credentials.is_some();
+        if let Some(identity) = borrowed_identity(listen_host, identity, clients_authenticate)
+            && !client_auth.allow_unauthenticated_remote_clients
+        {
+            p.push("listen-host", lent_identity_problem(listen_host, identity));
         }
         let bootstrap_port = p.number("bootstrap-port", &s.bootstrap_port, 9092u16, PORT);
         let port_base = p.number("broker-port-base", &s.broker_port_base, 9100u16, PORT);

@@ -21,27 +21,12 @@ use idle::NodePool;
 pub use rate::ConnectRate;
 
 use crate::cluster::{ClusterView, Follower};
+pub use crate::config::PoolConfig;
 use crate::telemetry;
 use crate::upstream::{ConnectError, Connected, Connector};
 
 /// An idle connection is retired this long before its SASL session must be renewed.
 const REAUTHENTICATE_MARGIN: Duration = Duration::from_secs(5);
-
-/// How the pools behave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolConfig {
-    /// Ready connections kept per broker (0: none opened ahead of need).
-    pub size: usize,
-    /// Most idle connections kept per broker, those given back included (0: none is given back).
-    pub max_idle: usize,
-    /// An idle connection is closed (and replaced) after this long: below the brokers'
-    /// `connections.max.idle.ms`.
-    pub idle_lifetime: Duration,
-    /// First pause after a failed refill; it doubles up to 30s.
-    pub refill_backoff: Duration,
-    /// New connections per second per broker, sessions and refills together.
-    pub connect_rate: u32,
-}
 
 /// A broker connection lent to a session.
 #[derive(Debug)]

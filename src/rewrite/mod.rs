@@ -17,14 +17,8 @@ use kafka_protocol::messages::ApiKey;
 
 use crate::wire::{DecodeError, Splices, Walker, Writer, response_body_offset};
 
+pub use crate::config::Advertised;
 pub use api_versions::clamp_limit;
-
-/// The address clients are given for every broker: one host, one port per node id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Advertised {
-    pub host: String,
-    pub port_base: u16,
-}
 
 impl Advertised {
     /// The sidecar port for broker `node_id`: `port_base + node_id`.

@@ -11,7 +11,6 @@ pub mod iam;
 pub mod loopback;
 mod scram;
 
-use std::fmt;
 use std::time::Duration;
 
 use base64::Engine;
@@ -21,6 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 use ring::rand::SecureRandom;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+pub use crate::config::{Mechanism, SaslConfig, Secret};
 use crate::wire::Reader;
 use crate::wire::encode_request;
 pub use scram::{ScramClient, ScramHash};
@@ -30,35 +30,7 @@ const MAX_AUTH_FRAME: usize = 1024 * 1024;
 const HANDSHAKE_VERSION: i16 = 1;
 const AUTHENTICATE_VERSION: i16 = 1;
 
-/// A SASL mechanism the sidecar can perform.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mechanism {
-    Plain,
-    Scram(ScramHash),
-    /// AWS MSK IAM: OAUTHBEARER on the wire.
-    AwsMskIam,
-}
-
 impl Mechanism {
-    pub fn parse(name: &str) -> Option<Mechanism> {
-        match name.to_ascii_uppercase().as_str() {
-            "PLAIN" => Some(Mechanism::Plain),
-            "SCRAM-SHA-256" => Some(Mechanism::Scram(ScramHash::Sha256)),
-            "SCRAM-SHA-512" => Some(Mechanism::Scram(ScramHash::Sha512)),
-            "AWS_MSK_IAM" => Some(Mechanism::AwsMskIam),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Mechanism::Plain => "PLAIN",
-            Mechanism::Scram(ScramHash::Sha256) => "SCRAM-SHA-256",
-            Mechanism::Scram(ScramHash::Sha512) => "SCRAM-SHA-512",
-            Mechanism::AwsMskIam => "AWS_MSK_IAM",
-        }
-    }
-
     /// The mechanism named in SaslHandshake.
     fn wire_name(self) -> &'static str {
         match self {
@@ -66,28 +38,6 @@ impl Mechanism {
             other => other.name(),
         }
     }
-}
-
-/// A password that never shows in logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// How the sidecar authenticates to brokers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SaslConfig {
-    pub mechanism: Mechanism,
-    /// User name (PLAIN, SCRAM).
-    pub username: String,
-    /// Password (PLAIN, SCRAM).
-    pub password: Secret,
-    /// AWS region of the cluster (AWS_MSK_IAM).
-    pub region: String,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,13 +5,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ring::{digest, hmac, pbkdf2};
 
 use super::SaslError;
-
-/// Which hash the SCRAM exchange uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScramHash {
-    Sha256,
-    Sha512,
-}
+pub use crate::config::ScramHash;
 
 impl ScramHash {
     pub(crate) fn hmac(self) -> hmac::Algorithm {

@@ -6,9 +6,6 @@
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// Frames larger than this are refused unless configured otherwise (100 MiB, as brokers commonly do).
-pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
-
 const LENGTH_PREFIX: usize = 4;
 
 /// Why a byte stream could not be split into Kafka frames.

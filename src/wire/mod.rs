@@ -11,7 +11,7 @@ mod header;
 mod splice;
 mod walker;
 
-pub use codec::{DEFAULT_MAX_FRAME_BYTES, FrameCodec, FrameError, FrameErrorKind, holds_whole_frame};
+pub use codec::{FrameCodec, FrameError, FrameErrorKind, holds_whole_frame};
 pub use cursor::{DecodeError, Reader, Writer};
 pub use encode::{CLIENT_ID, EncodeError, encode_request, encode_response};
 pub use header::{
