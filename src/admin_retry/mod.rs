@@ -301,3 +301,5 @@ fn malformed(request: &AdminRequest, source: DecodeError) -> RetryError {
 mod recover_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod top_level_tests;
