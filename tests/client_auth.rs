@@ -180,16 +180,7 @@ fn mutual_tls_admits_only_clients_with_a_certificate_of_the_client_ca() {
     fs::copy(certs.ca_cert(), &client_ca).unwrap();
     let sidecar = Sidecar::start(
         &tansu.addr(),
-        &[
-            "--advertised-host",
-            "localhost",
-            "--listener-tls-cert-file",
-            path(&server.cert),
-            "--listener-tls-key-file",
-            path(&server.key),
-            "--listener-tls-client-ca",
-            path(&client_ca),
-        ],
+        &[server.listener_args(), vec!["--listener-tls-client-ca", path(&client_ca)]].concat(),
     );
     let bootstrap = format!("localhost:{}", sidecar.bootstrap_port());
     let tls = ClientSecurity::ssl(certs.ca_cert());

@@ -241,17 +241,7 @@ fn tls_on_the_listeners_serves_tls_clients() {
     let tansu = support::Tansu::start();
     let certs = security::Certs::shared();
     let server = certs.server(ServerCert::Localhost);
-    let sidecar = Sidecar::start(
-        &tansu.addr(),
-        &[
-            "--advertised-host",
-            "localhost",
-            "--listener-tls-cert-file",
-            path(&server.cert),
-            "--listener-tls-key-file",
-            path(&server.key),
-        ],
-    );
+    let sidecar = Sidecar::start(&tansu.addr(), &server.listener_args());
     let bootstrap = format!("localhost:{}", sidecar.bootstrap_port());
     let tls = ["-X", "security.protocol=SSL", "-X", &format!("ssl.ca.location={}", path(certs.ca_cert()))];
     let listing = expect_success("kcat -L over TLS", &kcat(&[&["-b", bootstrap.as_str(), "-L"][..], &tls].concat()));

@@ -20,11 +20,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-
-def fail(msg, code=1):
-    print(f"group.py: error: {msg}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(code)
+from report import fail
 
 
 def main():

@@ -31,18 +31,10 @@ import sys
 import threading
 import time
 
+from report import emit, fail
+
 # Headroom over the value size for the request and response framing.
 FRAMING = 1 << 20
-
-
-def fail(msg, code=1):
-    print(f"large.py: error: {msg}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(code)
-
-
-def emit(obj):
-    print(json.dumps(obj, sort_keys=True), flush=True)
 
 
 def value(i, size):

@@ -34,11 +34,7 @@ import time
 
 from confluent_kafka import KafkaException, Producer
 
-
-def fail(msg):
-    print(f"mock_cluster.py: error: {msg}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(1)
+from report import fail
 
 
 def main():

@@ -40,15 +40,7 @@ import sys
 import threading
 import time
 
-
-def fail(msg, code=1):
-    print(f"numbered.py: error: {msg}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(code)
-
-
-def emit(obj):
-    print(json.dumps(obj, sort_keys=True), flush=True)
+from report import emit, fail
 
 
 def index_of(value):

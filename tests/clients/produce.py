@@ -31,11 +31,7 @@ import sys
 import threading
 import time
 
-
-def fail(msg, code=1):
-    print(f"produce.py: error: {msg}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(code)
+from report import fail
 
 
 def produce_confluent(args, deadline):

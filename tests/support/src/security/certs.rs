@@ -32,6 +32,24 @@ pub struct CertKey {
     pub key: PathBuf,
 }
 
+impl CertKey {
+    /// The sidecar's flags for serving this certificate on its Kafka listeners, under the host
+    /// name the certificate is for (`localhost`).
+    pub fn listener_args(&self) -> Vec<&str> {
+        fn path(p: &Path) -> &str {
+            p.to_str().expect("utf-8 path")
+        }
+        vec![
+            "--advertised-host",
+            "localhost",
+            "--listener-tls-cert-file",
+            path(&self.cert),
+            "--listener-tls-key-file",
+            path(&self.key),
+        ]
+    }
+}
+
 /// Certificates in a temporary directory: see each accessor. The directory is removed when an
 /// owned `Certs` ([`Certs::generate`]) is dropped, unless the thread is panicking.
 #[derive(Debug)]
