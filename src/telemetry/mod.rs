@@ -148,14 +148,8 @@ fn describe_all() {
     describe_counter!(ADMIN_ROUTED, "Controller-bound admin requests sent straight to the known controller, by api.");
     describe_gauge!(POOL_IDLE, "Ready broker connections waiting in the pool, by node.");
     describe_counter!(POOL_CHECKOUTS, "Broker connections sessions took, by node and result (hit: pooled, miss: new).");
-    describe_counter!(
-        POOL_REUSED,
-        "Broker connections given back to the pool by a client that ended cleanly, by node."
-    );
-    describe_counter!(
-        CONNECT_RATE_WAITS,
-        "Broker connects that waited for the per-broker connect-rate limit, by node."
-    );
+    describe_counter!(POOL_REUSED, "Broker connections given back to the pool by cleanly ended clients, by node.");
+    describe_counter!(CONNECT_RATE_WAITS, "Broker connects that waited for the connect-rate limit, by node.");
     describe_gauge!(CONTROLLER_ID, "Node id of the controller as last reported by the cluster.");
     describe_counter!(CONTROLLER_CHANGES, "Times the reported controller changed.");
     describe_gauge!(BROKER_LISTENERS, "Per-broker listeners open.");
