@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the integration tests and the demo need, outside the repo:
-#   * Debian packages: kcat, prometheus (the server and promtool, for tests/observability.rs;
-#     installed without recommends, so no node exporter comes along), iptables (tests/faults.rs
+#   * Debian packages: kcat, prometheus (the server and promtool, for tests/observability/;
+#     installed without recommends, so no node exporter comes along), iptables (tests/faults/
 #     blackholes network namespaces), stunnel4 and openssl (TLS
-#     in front of the test brokers, and their certificates, for tests/security/), golang-go with
+#     in front of the test brokers, and their certificates, for tests/support/src/security/), golang-go with
 #     golang-github-shopify-sarama-dev and golang-github-segmentio-kafka-go-dev (the Go clients
 #     sarama 1.22 and kafka-go 0.2 under /usr/share/gocode; tests/go_clients.rs builds
 #     tests/clients/go/ from them offline, in GOPATH mode), podman and runc (tests/image.rs builds
@@ -104,7 +104,7 @@ if [ "$FOR_DEMO" -eq 0 ]; then
     need_debs stunnel4:stunnel4 openssl:openssl
     # Go and the Go Kafka clients, for tests/go_clients.rs (which builds its client itself).
     need_debs golang-go:go golang-github-shopify-sarama-dev golang-github-segmentio-kafka-go-dev
-    # iptables blackholes a network namespace's traffic in tests/faults.rs (a silently dead peer).
+    # iptables blackholes a network namespace's traffic in tests/faults/ (a silently dead peer).
     need_debs iptables:iptables
     # podman builds and runs the image in tests/image.rs, with runc: crun, podman's default
     # runtime, fails on hosts with hybrid cgroups.

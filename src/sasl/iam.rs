@@ -98,7 +98,7 @@ mod tests {
     }
 
     /// Whole tokens made by aws-msk-iam-sasl-signer-python 1.0.2 (botocore 1.44.8) in eu-west-1
-    /// at 2024-05-01T12:00:00Z, with and without a session token (as tests/security_harness.rs).
+    /// at 2024-05-01T12:00:00Z, with and without a session token (as tests/security_harness/).
     #[test]
     fn tokens_match_the_aws_signer_byte_for_byte() {
         let now = UNIX_EPOCH + Duration::from_secs(1_714_564_800);

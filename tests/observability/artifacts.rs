@@ -10,7 +10,7 @@ use super::{REPO, run_promtool};
 
 /// (constant, metric name) of every `pub const NAME: &str = "kafka_sidecar_…";` in telemetry.rs.
 fn telemetry_metric_names() -> Vec<(String, String)> {
-    let source = fs::read_to_string(Path::new(REPO).join("src/telemetry.rs")).expect("read src/telemetry.rs");
+    let source = fs::read_to_string(Path::new(REPO).join("src/telemetry/mod.rs")).expect("read src/telemetry/mod.rs");
     let names: Vec<(String, String)> = source
         .lines()
         .filter_map(|line| {
@@ -20,14 +20,14 @@ fn telemetry_metric_names() -> Vec<(String, String)> {
             value.starts_with("kafka_sidecar_").then(|| (ident.trim().to_owned(), value.to_owned()))
         })
         .collect();
-    assert!(names.len() >= 10, "no metric constants found in src/telemetry.rs: {names:?}");
+    assert!(names.len() >= 10, "no metric constants found in src/telemetry/mod.rs: {names:?}");
     names
 }
 
 /// Every series name the sidecar may expose: its metric names, plus `_bucket`, `_sum` and
 /// `_count` of the histograms (those described with `describe_histogram!`).
 fn known_series_names() -> BTreeSet<String> {
-    let source = fs::read_to_string(Path::new(REPO).join("src/telemetry.rs")).unwrap();
+    let source = fs::read_to_string(Path::new(REPO).join("src/telemetry/mod.rs")).unwrap();
     let histograms: BTreeSet<String> = source
         .split("describe_histogram!(")
         .skip(1)
@@ -92,7 +92,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     let rules = fs::read_to_string(Path::new(REPO).join("deploy/prometheus/alerts.yml")).unwrap();
     let known = known_series_names();
     let unknown: Vec<String> = metric_names(&rules).into_iter().filter(|n| !known.contains(n)).collect();
-    assert!(unknown.is_empty(), "alerts.yml uses metrics src/telemetry.rs does not define: {unknown:?}");
+    assert!(unknown.is_empty(), "alerts.yml uses metrics src/telemetry/mod.rs does not define: {unknown:?}");
     for alert in [
         "KafkaSidecarDown",
         "KafkaSidecarBrokerUnreachable",
@@ -153,7 +153,7 @@ fn dashboard_is_valid_and_uses_only_real_metrics() {
         for name in metric_names(&expr) {
             assert!(
                 known.contains(&name),
-                "dashboard query uses {name}, which src/telemetry.rs does not define: {expr}"
+                "dashboard query uses {name}, which src/telemetry/mod.rs does not define: {expr}"
             );
             used.insert(name.trim_end_matches("_bucket").to_owned());
         }
