@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{
     BrokerWriter, ClientReader, InFlight, Leg, REQUEST_HEAD, RequestsEnd, Session, client_frame_error, flush_requests,
@@ -89,13 +90,20 @@ impl Session {
             {
                 return end;
             }
-            let next = requests.peek(REQUEST_HEAD);
-            let total = tokio::select! {
-                _ = ctx.shutdown.cancelled() => return Disconnect(DisconnectCause::Shutdown),
-                _ = leg.responses_done.cancelled() => return RequestsEnd::ResponsesDone,
-                _ = idle(idle_timeout) => return Disconnect(DisconnectCause::Idle),
-                _ = until(leg.reauthenticate_at) => return RequestsEnd::Reauthenticate,
-                total = next => total,
+            // A request already buffered (pipelined behind the last one) goes on without arming
+            // timers and waiters, unless the session is to stop.
+            let total = match requests.peeked(REQUEST_HEAD) {
+                Ok(Some(total)) if !stopping(leg, &ctx.shutdown) => Ok(Some(total)),
+                _ => {
+                    let next = requests.peek(REQUEST_HEAD);
+                    tokio::select! {
+                        _ = ctx.shutdown.cancelled() => return Disconnect(DisconnectCause::Shutdown),
+                        _ = leg.responses_done.cancelled() => return RequestsEnd::ResponsesDone,
+                        _ = idle(idle_timeout) => return Disconnect(DisconnectCause::Idle),
+                        _ = until(leg.reauthenticate_at) => return RequestsEnd::Reauthenticate,
+                        total = next => total,
+                    }
+                }
             };
             let total = match total {
                 Ok(None) => {
@@ -218,4 +226,12 @@ impl Session {
             }
         }
     }
+}
+
+/// Whether the request half must stop before reading on: shutdown, the response half's end or a
+/// due SASL renewal (what the wait in `forward_each_request` selects on, short of idleness).
+fn stopping(leg: &Leg, shutdown: &CancellationToken) -> bool {
+    shutdown.is_cancelled()
+        || leg.responses_done.is_cancelled()
+        || leg.reauthenticate_at.is_some_and(|at| Instant::now() >= at)
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 
 use super::{
     BrokerReader, ClientWriter, InFlight, Leg, RESPONSE_HEAD, Session, UPSTREAM_LINGER, broker_frame_error,
@@ -74,16 +75,29 @@ impl Session {
             {
                 return Some(cause);
             }
-            let total = tokio::select! {
-                biased;
-                entry = in_flight.recv(), if requests_open => {
-                    match entry {
-                        Some(entry) => waiting.push_back(entry),
-                        None => requests_open = false,
-                    }
-                    continue;
+            // A response already buffered goes on without arming waiters; what the request half
+            // queued is taken first, as the select below does.
+            let mut ready = responses.peeked(RESPONSE_HEAD).ok().flatten().filter(|_| requests_open);
+            while ready.is_some() {
+                match in_flight.try_recv() {
+                    Ok(entry) => waiting.push_back(entry),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => ready = None,
                 }
-                total = responses.peek(RESPONSE_HEAD) => total,
+            }
+            let total = match ready {
+                Some(total) => Ok(Some(total)),
+                None => tokio::select! {
+                    biased;
+                    entry = in_flight.recv(), if requests_open => {
+                        match entry {
+                            Some(entry) => waiting.push_back(entry),
+                            None => requests_open = false,
+                        }
+                        continue;
+                    }
+                    total = responses.peek(RESPONSE_HEAD) => total,
+                },
             };
             let total = match total {
                 Ok(Some(total)) => total,
