@@ -63,7 +63,8 @@ fn program_command(binary: &Path) -> Command {
 /// into `target/static` (once for every test that needs it: tests/deploy.rs, tests/image.rs).
 /// The musl target the Dockerfile uses cannot be installed here, so this is the same code linked
 /// statically against glibc (`crt-static`); its host name lookups still work without shared
-/// libraries, as glibc's `files` and `dns` sources are part of libc itself.
+/// libraries, as glibc's `files` and `dns` sources are part of libc itself. Symbols are
+/// stripped, as in the image.
 pub fn static_sidecar_binary() -> PathBuf {
     let repo = repo_root();
     let target_dir = repo.join("target/static");
@@ -71,7 +72,8 @@ pub fn static_sidecar_binary() -> PathBuf {
     cmd.current_dir(repo)
         .args(["build", "--release", "--locked", "--bin", "kafka-sidecar", "--target", "x86_64-unknown-linux-gnu"])
         .env("CARGO_TARGET_DIR", &target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static");
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols");
     let built = run_with_timeout(cmd, Duration::from_secs(40 * 60));
     expect_success("static build of the sidecar", &built);
     let binary = target_dir.join("x86_64-unknown-linux-gnu/release/kafka-sidecar");
