@@ -40,11 +40,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// shorter) are buffered, and returns the frame's whole length, prefix included; `None` when
     /// the connection ends between frames. Cancel-safe: what was read stays buffered.
     pub async fn peek(&mut self, want: usize) -> Result<Option<usize>, FrameError> {
-        debug_assert_eq!(self.frame_left, 0, "peek between frames only");
         loop {
-            if let Some(total) = self.codec.frame_len(&self.buf)?
-                && self.buf.len() >= total.min(want)
-            {
+            if let Some(total) = self.peeked(want)? {
                 return Ok(Some(total));
             }
             if self.read_some().await? == 0 {
